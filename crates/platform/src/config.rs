@@ -1,0 +1,235 @@
+//! Reading settings from environment variables, once, with errors that name the variable.
+//!
+//! Nothing here reads the process environment directly: callers pass a lookup
+//! function, so tests build configurations side by side without touching globals.
+
+use std::fmt::Display;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A variable that is set but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value {value:?} for {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// A source of variables: `std::env::var` in production, a map in tests.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment as a [`Lookup`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads `./.env` into the process environment when the file exists; variables
+/// already set win. Called once at the top of `main`, before any thread starts.
+pub fn load_dotenv() {
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        eprintln!("warning: .env could not be read: {err}");
+    }
+}
+
+/// Variables of one service, all sharing a prefix such as `USER_SERVICE`.
+pub struct Env<'a> {
+    prefix: &'a str,
+    lookup: Lookup<'a>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(prefix: &'a str, lookup: Lookup<'a>) -> Self {
+        Self { prefix, lookup }
+    }
+
+    /// The full variable name for `suffix`, e.g. `USER_SERVICE_PORT`.
+    pub fn name(&self, suffix: &str) -> String {
+        if self.prefix.is_empty() {
+            suffix.to_owned()
+        } else {
+            format!("{}_{suffix}", self.prefix)
+        }
+    }
+
+    /// The raw value of `PREFIX_SUFFIX`, if set and not blank.
+    pub fn raw(&self, suffix: &str) -> Option<String> {
+        (self.lookup)(&self.name(suffix)).filter(|v| !v.trim().is_empty())
+    }
+
+    /// `PREFIX_SUFFIX` parsed as `T`, or `default` when unset.
+    pub fn parse_or<T>(&self, suffix: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.raw(suffix) {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
+                variable: self.name(suffix),
+                value,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Whole seconds, as the contract's timeouts are written.
+    pub fn seconds_or(&self, suffix: &str, default: u64) -> Result<Duration, ConfigError> {
+        self.parse_or(suffix, default).map(Duration::from_secs)
+    }
+
+    /// Milliseconds, for settings finer than a second.
+    pub fn millis_or(&self, suffix: &str, default: u64) -> Result<Duration, ConfigError> {
+        self.parse_or(suffix, default).map(Duration::from_millis)
+    }
+
+    /// A value that must be one of `allowed`.
+    pub fn choice_or(
+        &self,
+        suffix: &str,
+        allowed: &[&str],
+        default: &str,
+    ) -> Result<String, ConfigError> {
+        let value = self.raw(suffix).unwrap_or_else(|| default.to_owned());
+        let normalized = value.trim().to_ascii_lowercase();
+        if allowed.contains(&normalized.as_str()) {
+            Ok(normalized)
+        } else {
+            Err(self.invalid(suffix, &value, format!("expected one of {allowed:?}")))
+        }
+    }
+
+    pub fn invalid(&self, suffix: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            variable: self.name(suffix),
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Settings of the HTTP side that every service shares.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Used in logs, health answers and metric names (`user-service`).
+    pub service_name: &'static str,
+    pub host: IpAddr,
+    pub port: u16,
+    pub log_level: String,
+    /// Requests per second per client IP; the burst is twice this. 0 turns limiting off.
+    pub rate_limit_per_second: u32,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `*` or a list of origins allowed by CORS.
+    pub cors_allowed_origins: Vec<String>,
+    pub request_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM before the process exits anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl HttpSettings {
+    /// Reads `PREFIX_PORT`, `PREFIX_LOG_LEVEL`, `PREFIX_RATE_LIMIT` (the contract's
+    /// names) and our additions `PREFIX_HOST`, `PREFIX_TRUSTED_PROXIES`,
+    /// `PREFIX_CORS_ALLOWED_ORIGINS`, `PREFIX_REQUEST_TIMEOUT`, `PREFIX_SHUTDOWN_TIMEOUT`.
+    pub fn from_env(
+        env: &Env<'_>,
+        service_name: &'static str,
+        default_port: u16,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service_name,
+            host: env.parse_or("HOST", IpAddr::from([0, 0, 0, 0]))?,
+            port: env.parse_or("PORT", default_port)?,
+            log_level: env.choice_or(
+                "LOG_LEVEL",
+                &["trace", "debug", "info", "warn", "error"],
+                "info",
+            )?,
+            rate_limit_per_second: env.parse_or("RATE_LIMIT", 100)?,
+            trusted_proxies: parse_networks(env, "TRUSTED_PROXIES")?,
+            cors_allowed_origins: env
+                .raw("CORS_ALLOWED_ORIGINS")
+                .unwrap_or_else(|| "*".to_owned())
+                .split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            request_timeout: env.seconds_or("REQUEST_TIMEOUT", 10)?,
+            shutdown_grace: env.seconds_or("SHUTDOWN_TIMEOUT", 30)?,
+        })
+    }
+}
+
+/// A comma-separated list of IPs or CIDR networks.
+fn parse_networks(env: &Env<'_>, suffix: &str) -> Result<Vec<IpNet>, ConfigError> {
+    let Some(value) = env.raw(suffix) else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| env.invalid(suffix, &value, format!("{item:?} is not an IP or CIDR")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let vars = lookup(&[]);
+        let settings =
+            HttpSettings::from_env(&Env::new("USER_SERVICE", &vars), "user-service", 8081).unwrap();
+        assert_eq!(settings.port, 8081);
+        assert_eq!(settings.rate_limit_per_second, 100);
+        assert_eq!(settings.log_level, "info");
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn invalid_port_names_the_variable() {
+        let vars = lookup(&[("USER_SERVICE_PORT", "eighty")]);
+        let err = HttpSettings::from_env(&Env::new("USER_SERVICE", &vars), "user-service", 8081)
+            .unwrap_err();
+        assert_eq!(err.variable, "USER_SERVICE_PORT");
+        assert!(err.to_string().contains("USER_SERVICE_PORT"));
+    }
+
+    #[test]
+    fn unknown_log_level_is_rejected() {
+        let vars = lookup(&[("ORDER_SERVICE_LOG_LEVEL", "loud")]);
+        let err = HttpSettings::from_env(&Env::new("ORDER_SERVICE", &vars), "order-service", 8082)
+            .unwrap_err();
+        assert_eq!(err.variable, "ORDER_SERVICE_LOG_LEVEL");
+    }
+
+    #[test]
+    fn trusted_proxies_accept_ips_and_networks() {
+        let vars = lookup(&[("X_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]);
+        let nets = parse_networks(&Env::new("X", &vars), "TRUSTED_PROXIES").unwrap();
+        assert_eq!(nets.len(), 2);
+        assert!(nets[1].contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        let vars = lookup(&[("X_TRUSTED_PROXIES", "nope")]);
+        assert!(parse_networks(&Env::new("X", &vars), "TRUSTED_PROXIES").is_err());
+    }
+}

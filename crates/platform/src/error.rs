@@ -1,0 +1,369 @@
+//! The response envelope and the one error type every handler returns.
+//!
+//! Success: `{"success":true,"data":…,"meta":…}`; failure:
+//! `{"success":false,"error":{"code":"…","message":"…","details":[…]}}`.
+//! The mapping from error to status code lives here and nowhere else.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sea_orm::{DbErr, RuntimeErr};
+use serde::Serialize;
+
+/// Pagination metadata of a list response.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct PageMeta {
+    pub page: u64,
+    pub page_size: u64,
+    pub total_pages: u64,
+    pub total_count: u64,
+}
+
+/// One invalid field of a request, named as the client sent it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    details: &'a [FieldError],
+}
+
+#[derive(Debug, Serialize)]
+struct Envelope<'a, T> {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a PageMeta>,
+}
+
+/// A successful answer: status, `data` and, for lists, `meta`.
+#[derive(Debug)]
+pub struct ApiResponse<T> {
+    status: StatusCode,
+    data: T,
+    meta: Option<PageMeta>,
+}
+
+impl<T: Serialize> ApiResponse<T> {
+    /// 200 with `data`.
+    pub fn ok(data: T) -> Self {
+        Self {
+            status: StatusCode::OK,
+            data,
+            meta: None,
+        }
+    }
+
+    /// 201 with `data`.
+    pub fn created(data: T) -> Self {
+        Self {
+            status: StatusCode::CREATED,
+            data,
+            meta: None,
+        }
+    }
+
+    /// 200 with one page of `data` and its `meta`.
+    pub fn page(data: T, meta: PageMeta) -> Self {
+        Self {
+            status: StatusCode::OK,
+            data,
+            meta: Some(meta),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiResponse<T> {
+    fn into_response(self) -> Response {
+        let envelope = Envelope {
+            success: true,
+            data: Some(&self.data),
+            error: None,
+            meta: self.meta.as_ref(),
+        };
+        json_response(self.status, &envelope)
+    }
+}
+
+/// Every way a request can fail. The doc comment of each variant states its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 VALIDATION_ERROR: the request is well-formed but a field breaks a rule.
+    #[error("{message}")]
+    Validation {
+        message: String,
+        details: Vec<FieldError>,
+    },
+    /// 400 BAD_REQUEST: the request cannot be read (malformed JSON, bad id, …).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404 NOT_FOUND
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 METHOD_NOT_ALLOWED
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409 CONFLICT
+    #[error("{0}")]
+    Conflict(String),
+    /// 413 PAYLOAD_TOO_LARGE
+    #[error("request body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    /// 415 UNSUPPORTED_MEDIA_TYPE
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 429 RATE_LIMIT_EXCEEDED, with a `Retry-After` header.
+    #[error("rate limit exceeded, retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// 503 SERVICE_UNAVAILABLE: a dependency (database, timeout budget) cannot serve now.
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    /// 500 INTERNAL_ERROR: a bug or an unexpected failure; the details go to the log only.
+    #[error("internal error: {0}")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 VALIDATION_ERROR naming every invalid field.
+    pub fn validation(details: Vec<FieldError>) -> Self {
+        let message = details
+            .iter()
+            .map(|d| format!("{}: {}", d.field, d.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::Validation {
+            message: format!("invalid request: {message}"),
+            details,
+        }
+    }
+
+    /// A 400 VALIDATION_ERROR for a single field.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Validation { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable code of the envelope.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } => "VALIDATION_ERROR",
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::Conflict(_) => "CONFLICT",
+            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            Self::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
+            Self::ServiceUnavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        // The client gets a safe message; the log gets the cause chain.
+        let message = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                "internal server error".to_owned()
+            }
+            Self::ServiceUnavailable(reason) => {
+                tracing::warn!(reason, "service unavailable");
+                reason.clone()
+            }
+            other => other.to_string(),
+        };
+        let details = match &self {
+            Self::Validation { details, .. } => details.as_slice(),
+            _ => &[],
+        };
+        let envelope: Envelope<'_, ()> = Envelope {
+            success: false,
+            data: None,
+            error: Some(ErrorBody {
+                code: self.code(),
+                message: &message,
+                details,
+            }),
+            meta: None,
+        };
+        let mut response = json_response(status, &envelope);
+        if let Self::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+impl From<DbErr> for ApiError {
+    /// Unavailability of the database is a 503; anything else is a bug (500).
+    /// Constraint violations are mapped to 409 where the query runs, because only
+    /// the caller knows which field collided.
+    fn from(err: DbErr) -> Self {
+        if is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            Self::ServiceUnavailable("database is unavailable, retry later".to_owned())
+        } else {
+            Self::Internal(err.into())
+        }
+    }
+}
+
+/// True when the error means "the database cannot serve right now" rather than
+/// "this query is wrong": pool exhausted or closed, connection lost, server shutting down.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            is_unavailable_sqlx(e)
+        }
+        _ => false,
+    }
+}
+
+fn is_unavailable_sqlx(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08xxx connection exceptions, 57P0x operator intervention (shutdown,
+            // crash, cannot connect now), 53xxx insufficient resources (PostgreSQL);
+            // 5/6 are SQLITE_BUSY/SQLITE_LOCKED (busy timeout exhausted).
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code.starts_with("53")
+                || code == "5"
+                || code == "6"
+        }),
+        _ => false,
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "response serialization failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn validation_error_names_each_field_in_message_and_details() {
+        let err = ApiError::validation(vec![
+            FieldError::new("email", "must be a valid email address"),
+            FieldError::new("age", "must be between 1 and 150"),
+        ]);
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = body_json(response).await;
+        assert_eq!(body["success"], false);
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("email") && message.contains("age"),
+            "{message}"
+        );
+        assert_eq!(body["error"]["details"][1]["field"], "age");
+    }
+
+    #[tokio::test]
+    async fn internal_error_hides_its_cause_from_the_client() {
+        let err = ApiError::Internal(anyhow::anyhow!("SELECT secret FROM users failed"));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+        assert!(!body.to_string().contains("SELECT"));
+    }
+
+    #[tokio::test]
+    async fn rate_limited_sets_retry_after() {
+        let response = ApiError::RateLimited {
+            retry_after_secs: 3,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+
+    #[test]
+    fn pool_timeout_counts_as_unavailable_but_a_type_error_does_not() {
+        let timeout = DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::PoolTimedOut.into()));
+        assert!(is_unavailable(&timeout));
+        assert!(!is_unavailable(&DbErr::Type("bad".into())));
+    }
+
+    #[tokio::test]
+    async fn page_response_carries_meta() {
+        let meta = PageMeta {
+            page: 2,
+            page_size: 10,
+            total_pages: 3,
+            total_count: 25,
+        };
+        let body = body_json(ApiResponse::page(vec![1, 2], meta).into_response()).await;
+        assert_eq!(body["success"], true);
+        assert_eq!(body["meta"]["total_pages"], 3);
+        assert_eq!(body["data"], serde_json::json!([1, 2]));
+        assert!(body.get("error").is_none());
+    }
+}

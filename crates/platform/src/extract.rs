@@ -1,0 +1,329 @@
+//! Extractors whose rejections speak our envelope instead of axum's plain text.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+use validator::{Validate, ValidationErrors};
+
+use crate::error::{ApiError, FieldError};
+
+/// Largest accepted request body. Our bodies are a few hundred bytes; anything
+/// near this is abuse, and refusing it early keeps memory per request bounded.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body, deserialized and then validated with its `validator` rules.
+///
+/// Written by hand rather than `axum::Json` because the client must learn *which*
+/// field is wrong: serde's error path is kept (via `serde_path_to_error`) and
+/// becomes a `VALIDATION_ERROR` naming the field, while broken JSON is a
+/// `BAD_REQUEST`, a missing or foreign content type a 415 and an oversized body a 413.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_json_content_type(&req)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        let value: T = parse_json(&bytes)?;
+        value.validate().map_err(validation_error)?;
+        Ok(Self(value))
+    }
+}
+
+fn require_json_content_type(req: &Request) -> Result<(), ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "expected Content-Type: application/json".to_owned(),
+        ))
+    }
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge {
+            limit_bytes: MAX_BODY_BYTES,
+        }
+    } else {
+        ApiError::BadRequest(format!("could not read request body: {rejection}"))
+    }
+}
+
+/// Parses JSON, telling apart broken syntax (400 BAD_REQUEST) from a value of
+/// the wrong shape (400 VALIDATION_ERROR naming the field).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_data() {
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::invalid_field(field, strip_position(&inner))
+        } else {
+            ApiError::BadRequest(format!("malformed JSON: {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| ApiError::BadRequest(format!("malformed JSON: {err}")))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line 1 column 42"; the field name says more.
+fn strip_position(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// Turns `validator` errors into our field list, sorted so answers are stable.
+pub fn validation_error(errors: ValidationErrors) -> ApiError {
+    let mut details: Vec<FieldError> = errors
+        .field_errors()
+        .into_iter()
+        .flat_map(|(field, errs)| {
+            errs.iter().map(move |e| {
+                let message = e
+                    .message
+                    .as_ref()
+                    .map_or_else(|| e.code.to_string(), ToString::to_string);
+                FieldError::new(field.to_string(), message)
+            })
+        })
+        .collect();
+    details.sort_by(|a, b| a.field.cmp(&b.field));
+    ApiError::validation(details)
+}
+
+/// A positive 64-bit id from the `{id}` path segment; anything else is a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+        match raw.parse::<i64>() {
+            Ok(id) if id > 0 => Ok(Self(id)),
+            _ => Err(ApiError::BadRequest(format!(
+                "invalid id {:?}: must be a positive integer up to {}",
+                truncate(&raw, 32),
+                i64::MAX
+            ))),
+        }
+    }
+}
+
+/// The raw query string as name -> value, for handlers that validate each
+/// parameter themselves so that errors can name it.
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: QueryRejection| ApiError::BadRequest(e.body_text()))?;
+        Ok(Self(map))
+    }
+}
+
+impl QueryParams {
+    /// The parameter parsed as `T`, `None` when absent or empty, a 400 naming it otherwise.
+    pub fn parse<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, FieldError> {
+        match self.0.get(name).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(raw) => raw.parse().map(Some).map_err(|_| {
+                FieldError::new(
+                    name,
+                    format!("must be {expected}, got {:?}", truncate(raw, 32)),
+                )
+            }),
+        }
+    }
+
+    /// The parameter as trimmed text, `None` when absent or empty.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+}
+
+/// Echoed input is cut short so an error message never grows with the attack.
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+/// Page number and size as the contract has them: page >= 1, page_size 1..=100,
+/// defaults 1 and 10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u64,
+    pub page_size: u64,
+}
+
+impl PageRequest {
+    pub const MAX_PAGE_SIZE: u64 = 100;
+
+    /// Reads `page` and `page_size`, collecting a field error for each bad one.
+    pub fn from_query(query: &QueryParams, errors: &mut Vec<FieldError>) -> Self {
+        let page = match query.parse::<u64>("page", "a positive integer") {
+            Ok(Some(0)) => {
+                errors.push(FieldError::new("page", "must be at least 1"));
+                1
+            }
+            Ok(page) => page.unwrap_or(1),
+            Err(e) => {
+                errors.push(e);
+                1
+            }
+        };
+        let page_size = match query.parse::<u64>("page_size", "an integer from 1 to 100") {
+            Ok(Some(size)) if !(1..=Self::MAX_PAGE_SIZE).contains(&size) => {
+                errors.push(FieldError::new("page_size", "must be between 1 and 100"));
+                10
+            }
+            Ok(size) => size.unwrap_or(10),
+            Err(e) => {
+                errors.push(e);
+                10
+            }
+        };
+        Self { page, page_size }
+    }
+
+    /// Rows to skip; capped at the largest SQL BIGINT so an absurd page number
+    /// is just an empty page, not a database error.
+    pub fn offset(&self) -> u64 {
+        (self.page - 1)
+            .saturating_mul(self.page_size)
+            .min(i64::MAX as u64)
+    }
+
+    pub fn meta(&self, total_count: u64) -> crate::error::PageMeta {
+        crate::error::PageMeta {
+            page: self.page,
+            page_size: self.page_size,
+            total_pages: total_count.div_ceil(self.page_size),
+            total_count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Sample {
+        name: String,
+        age: u8,
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> QueryParams {
+        QueryParams(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = parse_json::<Sample>(br#"{"name":"a","age":"x"}"#).unwrap_err();
+        match err {
+            ApiError::Validation { details, .. } => assert_eq!(details[0].field, "age"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_field_is_a_validation_error() {
+        let err = parse_json::<Sample>(br#"{"name":"a"}"#).unwrap_err();
+        assert_eq!(err.code(), "VALIDATION_ERROR");
+        assert!(err.to_string().contains("age"), "{err}");
+    }
+
+    #[test]
+    fn broken_syntax_and_trailing_garbage_are_bad_requests() {
+        for body in [
+            &br#"{"name":"#[..],
+            br#"{"name":"a","age":1} x"#,
+            b"\xff\xfe",
+        ] {
+            let err = parse_json::<Sample>(body).unwrap_err();
+            assert_eq!(err.code(), "BAD_REQUEST", "{body:?}");
+        }
+    }
+
+    #[test]
+    fn page_defaults_and_bounds() {
+        let mut errors = Vec::new();
+        let page = PageRequest::from_query(&params(&[]), &mut errors);
+        assert_eq!((page.page, page.page_size), (1, 10));
+        let page =
+            PageRequest::from_query(&params(&[("page", "0"), ("page_size", "101")]), &mut errors);
+        assert_eq!(errors.len(), 2);
+        assert_eq!((page.page, page.page_size), (1, 10));
+    }
+
+    #[test]
+    fn non_numeric_page_is_named() {
+        let mut errors = Vec::new();
+        PageRequest::from_query(&params(&[("page", "abc")]), &mut errors);
+        assert_eq!(errors[0].field, "page");
+    }
+
+    #[test]
+    fn meta_rounds_total_pages_up_and_offset_saturates() {
+        let page = PageRequest {
+            page: 3,
+            page_size: 10,
+        };
+        assert_eq!(page.meta(21).total_pages, 3);
+        assert_eq!(page.meta(0).total_pages, 0);
+        assert_eq!(page.offset(), 20);
+        let huge = PageRequest {
+            page: u64::MAX,
+            page_size: 100,
+        };
+        assert_eq!(huge.offset(), i64::MAX as u64);
+    }
+}

@@ -1,0 +1,187 @@
+//! Prometheus metrics with the contract's names, one registry per service.
+//!
+//! Each service owns its registry (no global recorder), so two services in one
+//! process, or many test instances, never mix their numbers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Label used for requests that matched no route, so scanners cannot blow up cardinality.
+pub const UNMATCHED_PATH: &str = "unmatched";
+
+/// The HTTP metrics of one service.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    errors: IntCounterVec,
+    in_flight: IntGauge,
+    /// Requests answered 429 by the rate limiter.
+    pub rate_limited: IntCounter,
+    /// Client IPs the rate limiter currently tracks.
+    pub rate_limiter_clients: IntGauge,
+}
+
+impl Metrics {
+    /// Registers `{prefix}_requests_total`, `{prefix}_request_duration_seconds`,
+    /// `{prefix}_errors_total`, `{prefix}_requests_in_flight`,
+    /// `{prefix}_rate_limited_total` and `{prefix}_rate_limiter_clients`.
+    pub fn new(prefix: &str) -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(format!("{prefix}_requests_total"), "Total HTTP requests"),
+            &["method", "path", "status"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                format!("{prefix}_request_duration_seconds"),
+                "HTTP request latency in seconds",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["method", "path"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                format!("{prefix}_errors_total"),
+                "HTTP error responses by type",
+            ),
+            &["type"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            format!("{prefix}_requests_in_flight"),
+            "HTTP requests being served",
+        )
+        .expect("valid metric");
+        let rate_limited = IntCounter::new(
+            format!("{prefix}_rate_limited_total"),
+            "Requests rejected by the per-IP rate limiter",
+        )
+        .expect("valid metric");
+        let rate_limiter_clients = IntGauge::new(
+            format!("{prefix}_rate_limiter_clients"),
+            "Client IPs tracked by the rate limiter",
+        )
+        .expect("valid metric");
+        let metrics = Self {
+            registry,
+            requests,
+            duration,
+            errors,
+            in_flight,
+            rate_limited,
+            rate_limiter_clients,
+        };
+        metrics.register(Box::new(metrics.requests.clone()));
+        metrics.register(Box::new(metrics.duration.clone()));
+        metrics.register(Box::new(metrics.errors.clone()));
+        metrics.register(Box::new(metrics.in_flight.clone()));
+        metrics.register(Box::new(metrics.rate_limited.clone()));
+        metrics.register(Box::new(metrics.rate_limiter_clients.clone()));
+        metrics
+    }
+
+    /// Adds a service-specific collector to this registry.
+    ///
+    /// # Panics
+    /// When a metric of the same name is already registered: a programming error.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry
+            .register(collector)
+            .expect("metric names are unique per service");
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::with_capacity(8 * 1024);
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(error = %err, "metrics encoding failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    fn observe(&self, method: &str, path: &str, status: StatusCode, seconds: f64) {
+        self.requests
+            .with_label_values(&[method, path, status.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[method, path])
+            .observe(seconds);
+        if status.is_server_error() {
+            self.errors.with_label_values(&["server_error"]).inc();
+        } else if status.is_client_error() {
+            self.errors.with_label_values(&["client_error"]).inc();
+        }
+    }
+}
+
+/// Middleware: counts and times every request, labelled by route template.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_PATH, MatchedPath::as_str)
+        .to_owned();
+    metrics.in_flight.inc();
+    let response = next.run(request).await;
+    metrics.in_flight.dec();
+    metrics.observe(
+        &method,
+        &path,
+        response.status(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// `GET /metrics`
+pub async fn export(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observed_requests_appear_with_contract_names_and_labels() {
+        let metrics = Metrics::new("user_service");
+        metrics.observe("GET", "/api/v1/users/{id}", StatusCode::NOT_FOUND, 0.002);
+        metrics.observe(
+            "POST",
+            "/api/v1/users",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            0.01,
+        );
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"user_service_requests_total{method="GET",path="/api/v1/users/{id}",status="404"} 1"#
+        ));
+        assert!(text.contains(r#"user_service_errors_total{type="client_error"} 1"#));
+        assert!(text.contains(r#"user_service_errors_total{type="server_error"} 1"#));
+        assert!(text.contains("user_service_request_duration_seconds_bucket"));
+    }
+}

@@ -1,0 +1,36 @@
+//! user-service settings from `USER_SERVICE_*` variables (names and defaults as the contract).
+
+use platform::config::{ConfigError, Env, HttpSettings, Lookup};
+use platform::db::DatabaseSettings;
+
+pub const SERVICE_NAME: &str = "user-service";
+const PREFIX: &str = "USER_SERVICE";
+
+/// Everything the service reads at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&platform::config::process_env)
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
+        let env = Env::new(PREFIX, lookup);
+        Ok(Self {
+            http: HttpSettings::from_env(&env, SERVICE_NAME, 8081)?,
+            database: DatabaseSettings::from_env(&env, "userdb", SERVICE_NAME)?,
+        })
+    }
+}

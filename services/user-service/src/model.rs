@@ -1,0 +1,235 @@
+//! The user entity, the request and response types, and their validation rules.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use validator::{Validate, ValidationError};
+
+use platform::{ApiError, FieldError, PageRequest, QueryParams};
+
+/// The `users` table.
+pub mod user {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub email: String,
+        pub name: String,
+        pub age: i32,
+        pub active: bool,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub deleted_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub use user::Model as User;
+
+/// `POST /api/v1/users`
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    #[serde(deserialize_with = "trimmed")]
+    #[validate(custom(function = "valid_email"))]
+    pub email: String,
+    #[serde(deserialize_with = "trimmed")]
+    #[validate(custom(function = "valid_name"))]
+    pub name: String,
+    #[validate(range(min = 1, max = 150, message = "must be between 1 and 150"))]
+    pub age: i64,
+}
+
+/// `PUT /api/v1/users/{id}`: every field optional; absent (or null) means unchanged.
+#[derive(Debug, Clone, Default, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    #[serde(default, deserialize_with = "trimmed_option")]
+    #[validate(custom(function = "valid_name"))]
+    pub name: Option<String>,
+    #[validate(range(min = 1, max = 150, message = "must be between 1 and 150"))]
+    pub age: Option<i64>,
+    pub active: Option<bool>,
+}
+
+impl UpdateUserRequest {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.age.is_none() && self.active.is_none()
+    }
+}
+
+/// A user as the API shows it (no soft-delete marker).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserResponse {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub age: i32,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<User> for UserResponse {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            age: user.age,
+            active: user.active,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
+/// `GET /api/v1/users?page&page_size&search&active`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFilter {
+    pub page: PageRequest,
+    /// Matched case-insensitively and literally (no wildcards) in name or email.
+    pub search: Option<String>,
+    pub active: Option<bool>,
+}
+
+/// Longest accepted search term; longer ones cannot match a 100-char name anyway
+/// (emails are at most 254, so this still covers every email).
+const MAX_SEARCH_CHARS: usize = 254;
+
+impl UserFilter {
+    /// # Errors
+    /// A 400 VALIDATION_ERROR naming each bad parameter.
+    pub fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
+        let page = PageRequest::from_query(query, &mut errors);
+        let search = query.text("search").map(str::to_owned);
+        if search
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS)
+        {
+            errors.push(FieldError::new(
+                "search",
+                format!("must be at most {MAX_SEARCH_CHARS} characters"),
+            ));
+        }
+        let active = query
+            .parse::<bool>("active", "true or false")
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                None
+            });
+        if errors.is_empty() {
+            Ok(Self {
+                page,
+                search,
+                active,
+            })
+        } else {
+            Err(ApiError::validation(errors))
+        }
+    }
+}
+
+/// Emails are compared case-insensitively: stored lower-case.
+pub fn normalize_email(email: &str) -> String {
+    email.to_lowercase()
+}
+
+fn valid_email(email: &str) -> Result<(), ValidationError> {
+    if email.len() <= 254 && validator::ValidateEmail::validate_email(&email) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("email").with_message("must be a valid email address".into()))
+    }
+}
+
+fn valid_name(name: &str) -> Result<(), ValidationError> {
+    let chars = name.chars().count();
+    if !(2..=100).contains(&chars) {
+        return Err(ValidationError::new("length")
+            .with_message("must be between 2 and 100 characters".into()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ValidationError::new("control_characters")
+            .with_message("must not contain control characters".into()));
+    }
+    Ok(())
+}
+
+/// Surrounding whitespace is never meaningful in names or emails.
+fn trimmed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    Ok(value.trim().to_owned())
+}
+
+fn trimmed_option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<String>::deserialize(deserializer)?;
+    Ok(value.map(|v| v.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(email: &str, name: &str, age: i64) -> CreateUserRequest {
+        CreateUserRequest {
+            email: email.into(),
+            name: name.into(),
+            age,
+        }
+    }
+
+    #[test]
+    fn valid_request_passes() {
+        assert!(create("a@example.com", "Jo", 1).validate().is_ok());
+        assert!(
+            create("a@example.com", &"x".repeat(100), 150)
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let cases = [
+            (create("not-an-email", "John", 30), "email"),
+            (create("a@example.com", "J", 30), "name"),
+            (create("a@example.com", &"x".repeat(101), 30), "name"),
+            (create("a@example.com", "Jo\u{0007}hn", 30), "name"),
+            (create("a@example.com", "John", 0), "age"),
+            (create("a@example.com", "John", 151), "age"),
+        ];
+        for (request, field) in cases {
+            let errors = request.validate().unwrap_err();
+            assert!(
+                errors.field_errors().contains_key(field),
+                "{field}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn name_length_counts_characters_not_bytes() {
+        assert!(create("a@example.com", "Zoë", 30).validate().is_ok());
+        assert!(
+            create("a@example.com", &"é".repeat(100), 30)
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn emails_compare_case_insensitively() {
+        assert_eq!(
+            normalize_email("John.Doe@Example.COM"),
+            "john.doe@example.com"
+        );
+    }
+}
