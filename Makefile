@@ -16,7 +16,7 @@ run-user: ## Run user service
 	$(CARGO) run --release -p user-service
 
 test: ## Run all tests (needs PostgreSQL on 127.0.0.1:5432, see README)
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace
 
 test-user: ## Run user service tests
 	$(CARGO) test -p user-service --locked

@@ -36,6 +36,7 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
+        require_object(&bytes)?;
         let value: T = parse_json(&bytes)?;
         value.validate().map_err(validation_error)?;
         Ok(Self(value))
@@ -63,6 +64,16 @@ fn require_json_content_type(req: &Request) -> Result<(), ApiError> {
     }
 }
 
+/// serde would accept `["a@b.c","Jo",3]` as a struct (tuple form); our bodies are
+/// objects with named fields and nothing else.
+fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(ApiError::BadRequest("request body is empty".to_owned())),
+        Some(b'{') => Ok(()),
+        Some(_) => Err(ApiError::invalid_field("body", "must be a JSON object")),
+    }
+}
+
 fn body_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge {
@@ -81,8 +92,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if inner.is_data() {
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::invalid_field(field, strip_position(&inner))
+            let message = strip_position(&inner);
+            ApiError::invalid_field(field_of(&path, &message), message)
         } else {
             ApiError::BadRequest(format!("malformed JSON: {inner}"))
         }
@@ -91,6 +102,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|err| ApiError::BadRequest(format!("malformed JSON: {err}")))?;
     Ok(value)
+}
+
+/// The field a data error is about. serde reports a missing field at its parent's
+/// path and names it only in the message (`missing field `age``); an unknown field
+/// is already the last segment of the path.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (_, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => path.to_owned(),
+        (".", Some(name)) => name.to_owned(),
+        (_, Some(name)) => format!("{path}.{name}"),
+        (".", None) => "body".to_owned(),
+        (_, None) => path.to_owned(),
+    }
 }
 
 /// serde_json appends " at line 1 column 42"; the field name says more.
@@ -250,6 +278,7 @@ mod tests {
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Sample {
         name: String,
@@ -279,6 +308,29 @@ mod tests {
         let err = parse_json::<Sample>(br#"{"name":"a"}"#).unwrap_err();
         assert_eq!(err.code(), "VALIDATION_ERROR");
         assert!(err.to_string().contains("age"), "{err}");
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_named_in_details() {
+        for (body, field) in [
+            (&br#"{"name":"a"}"#[..], "age"),
+            (br#"{"name":"a","age":1,"x":2}"#, "x"),
+        ] {
+            match parse_json::<Sample>(body).unwrap_err() {
+                ApiError::Validation { details, .. } => assert_eq!(details[0].field, field),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_objects_are_accepted_as_bodies() {
+        assert!(require_object(b"  {}").is_ok());
+        assert_eq!(
+            require_object(br#"["a",1]"#).unwrap_err().code(),
+            "VALIDATION_ERROR"
+        );
+        assert_eq!(require_object(b"  ").unwrap_err().code(), "BAD_REQUEST");
     }
 
     #[test]

@@ -239,3 +239,72 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     tracing::info!("shutdown signal received; draining");
     token.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Env;
+    use crate::db::{DatabaseSettings, connect_lazy};
+
+    fn test_app(api: Router) -> Router {
+        let vars = |name: &str| match name {
+            "T_RATE_LIMIT" => Some("0".to_owned()),
+            "T_REQUEST_TIMEOUT" => Some("1".to_owned()),
+            "T_DATABASE_URL" => Some("sqlite::memory:".to_owned()),
+            _ => None,
+        };
+        let env = Env::new("T", &vars);
+        let settings = HttpSettings::from_env(&env, "test-service", 0).unwrap();
+        let db = connect_lazy(&DatabaseSettings::from_env(&env, "t", "test-service").unwrap());
+        Platform::new(settings, CancellationToken::new()).app(api, db, None)
+    }
+
+    async fn call(app: Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let response = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_without_leaking_the_panic() {
+        let app = test_app(Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("secret at /srv/app/src/x.rs");
+                }
+                "unreachable"
+            }),
+        ));
+        let (status, body) = call(app, "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+        assert!(!body.to_string().contains("secret"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_timeout_answers_503() {
+        let app = test_app(Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        ));
+        let (status, body) = call(app, "/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["message"], "request timed out");
+    }
+}

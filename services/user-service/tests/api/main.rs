@@ -1,0 +1,6 @@
+//! One integration-test binary for user-service: real HTTP against the real
+//! service, on SQLite and on PostgreSQL.
+
+mod helpers;
+mod operations;
+mod users;
