@@ -83,6 +83,22 @@ impl<'a> Env<'a> {
         self.parse_or(suffix, default).map(Duration::from_secs)
     }
 
+    /// Seconds, fractions allowed (`0.5`), for settings tests want short.
+    pub fn fractional_seconds_or(
+        &self,
+        suffix: &str,
+        default: f64,
+    ) -> Result<Duration, ConfigError> {
+        let seconds: f64 = self.parse_or(suffix, default)?;
+        Duration::try_from_secs_f64(seconds).map_err(|_| {
+            self.invalid(
+                suffix,
+                &seconds.to_string(),
+                "must be a non-negative number of seconds",
+            )
+        })
+    }
+
     /// Milliseconds, for settings finer than a second.
     pub fn millis_or(&self, suffix: &str, default: u64) -> Result<Duration, ConfigError> {
         self.parse_or(suffix, default).map(Duration::from_millis)

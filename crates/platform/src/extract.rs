@@ -211,6 +211,25 @@ impl QueryParams {
     }
 }
 
+/// The request's `X-Request-ID` (set by the middleware when the client sent none),
+/// for propagating to calls the request makes.
+#[derive(Debug, Clone, Default)]
+pub struct RequestId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
+    }
+}
+
 /// Echoed input is cut short so an error message never grows with the attack.
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()

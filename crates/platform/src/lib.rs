@@ -16,4 +16,4 @@ pub mod server;
 pub mod telemetry;
 
 pub use error::{ApiError, ApiResponse, FieldError, PageMeta};
-pub use extract::{ApiJson, PageRequest, PathId, QueryParams};
+pub use extract::{ApiJson, PageRequest, PathId, QueryParams, RequestId};

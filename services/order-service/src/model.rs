@@ -1,0 +1,402 @@
+//! The order entity, its status state machine, exact money, and the API types.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use validator::{Validate, ValidationError};
+
+use crate::user_client::RemoteUser;
+use platform::{ApiError, FieldError, PageRequest, QueryParams};
+
+/// The `orders` table.
+pub mod order {
+    use sea_orm::entity::prelude::*;
+
+    use super::OrderStatus;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orders")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub user_id: i64,
+        pub product_id: String,
+        pub quantity: i32,
+        /// Money as integer cents: exact on every backend.
+        pub total_price_cents: i64,
+        pub status: OrderStatus,
+        /// False while user-service could not confirm the user; the verifier settles it.
+        pub user_verified: bool,
+        /// Why the system changed the status on its own (e.g. "user not found").
+        pub status_reason: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub deleted_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub use order::Model as Order;
+
+/// Where an order is in its life. Stored as lower-case text.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    sea_orm::EnumIter,
+    sea_orm::DeriveActiveEnum,
+)]
+#[serde(rename_all = "lowercase")]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub enum OrderStatus {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "confirmed")]
+    Confirmed,
+    #[sea_orm(string_value = "shipped")]
+    Shipped,
+    #[sea_orm(string_value = "delivered")]
+    Delivered,
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Confirmed,
+        Self::Shipped,
+        Self::Delivered,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Shipped => "shipped",
+            Self::Delivered => "delivered",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// pending -> confirmed | cancelled; confirmed -> shipped | cancelled;
+    /// shipped -> delivered; delivered and cancelled are final.
+    pub fn can_become(self, next: Self) -> bool {
+        use OrderStatus::{Cancelled, Confirmed, Delivered, Pending, Shipped};
+        matches!(
+            (self, next),
+            (Pending, Confirmed | Cancelled)
+                | (Confirmed, Shipped | Cancelled)
+                | (Shipped, Delivered)
+        )
+    }
+
+    /// Statuses from which the system may still cancel an order.
+    pub fn cancellable() -> [Self; 2] {
+        [Self::Pending, Self::Confirmed]
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or(())
+    }
+}
+
+/// An amount of money in cents, read from and written as a JSON number (`99.99`).
+///
+/// Read from the number's literal text (never through `f64`), so `0.1`, `0.2` and
+/// `0.3` are exactly 10, 20 and 30 cents; more than two decimals is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Money(pub i64);
+
+impl Money {
+    /// Large enough for any order, small enough that `cents / 100` as an `f64`
+    /// prints back exactly (fewer than 15 significant digits).
+    pub const MAX_CENTS: i64 = 100_000_000_000;
+
+    /// Parses a JSON number literal such as `99.99`, `100` or `1e2`.
+    pub fn parse(literal: &str) -> Result<Self, &'static str> {
+        let decimal = if literal.contains(['e', 'E']) {
+            Decimal::from_scientific(literal)
+        } else {
+            Decimal::from_str(literal)
+        }
+        .map_err(|_| "must be a number")?
+        .normalize();
+        if decimal.is_sign_negative() && !decimal.is_zero() {
+            return Err("must not be negative");
+        }
+        if decimal.scale() > 2 {
+            return Err("must have at most 2 decimal places");
+        }
+        let cents = (decimal * Decimal::ONE_HUNDRED)
+            .trunc()
+            .mantissa()
+            .try_into()
+            .map_err(|_| "is too large")?;
+        if cents > Self::MAX_CENTS {
+            return Err("must be at most 1000000000.00");
+        }
+        Ok(Self(cents))
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <Box<RawValue>>::deserialize(deserializer)?;
+        let literal = raw.get().trim();
+        if !literal.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return Err(serde::de::Error::custom("must be a number"));
+        }
+        Money::parse(literal).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Exact: both operands are exact doubles and IEEE division rounds to the
+        // double nearest the true quotient, whose shortest form is the decimal.
+        serializer.serialize_f64(self.0 as f64 / 100.0)
+    }
+}
+
+/// `POST /api/v1/orders`
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderRequest {
+    #[validate(range(min = 1, message = "must be a positive integer"))]
+    pub user_id: i64,
+    #[serde(deserialize_with = "trimmed")]
+    #[validate(custom(function = "valid_product_id"))]
+    pub product_id: String,
+    #[validate(range(min = 1, max = 1_000_000, message = "must be between 1 and 1000000"))]
+    pub quantity: i64,
+    pub total_price: Money,
+}
+
+/// `PUT /api/v1/orders/{id}`
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrderRequest {
+    pub status: OrderStatus,
+}
+
+/// The user as embedded in an order answer.
+pub type EmbeddedUser = RemoteUser;
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderResponse {
+    pub id: i64,
+    pub user_id: i64,
+    pub product_id: String,
+    pub quantity: i32,
+    pub total_price: Money,
+    pub status: OrderStatus,
+    pub user_verified: bool,
+    pub status_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Order> for OrderResponse {
+    fn from(order: Order) -> Self {
+        Self {
+            id: order.id,
+            user_id: order.user_id,
+            product_id: order.product_id,
+            quantity: order.quantity,
+            total_price: Money(order.total_price_cents),
+            status: order.status,
+            user_verified: order.user_verified,
+            status_reason: order.status_reason,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+        }
+    }
+}
+
+/// A single order with its user: `null` when user-service cannot say.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderWithUser {
+    #[serde(flatten)]
+    pub order: OrderResponse,
+    pub user: Option<EmbeddedUser>,
+}
+
+/// `GET /api/v1/orders?page&page_size&user_id&status&product_id`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub page: PageRequest,
+    pub user_id: Option<i64>,
+    pub status: Option<OrderStatus>,
+    pub product_id: Option<String>,
+}
+
+impl OrderFilter {
+    /// # Errors
+    /// A 400 VALIDATION_ERROR naming each bad parameter.
+    pub fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
+        let page = PageRequest::from_query(query, &mut errors);
+        let user_id = match query.parse::<i64>("user_id", "a positive integer") {
+            Ok(Some(id)) if id < 1 => {
+                errors.push(FieldError::new("user_id", "must be a positive integer"));
+                None
+            }
+            Ok(id) => id,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        let status = query
+            .parse::<OrderStatus>(
+                "status",
+                "one of pending, confirmed, shipped, delivered, cancelled",
+            )
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                None
+            });
+        let product_id = query.text("product_id").map(str::to_owned);
+        if let Some(Err(e)) = product_id.as_deref().map(valid_product_id) {
+            errors.push(FieldError::new(
+                "product_id",
+                e.message.map(|m| m.to_string()).unwrap_or_default(),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                page,
+                user_id,
+                status,
+                product_id,
+            })
+        } else {
+            Err(ApiError::validation(errors))
+        }
+    }
+}
+
+fn valid_product_id(product_id: &str) -> Result<(), ValidationError> {
+    let chars = product_id.chars().count();
+    if !(1..=64).contains(&chars) {
+        return Err(ValidationError::new("length")
+            .with_message("must be between 1 and 64 characters".into()));
+    }
+    if product_id.chars().any(char::is_control) {
+        return Err(ValidationError::new("control_characters")
+            .with_message("must not contain control characters".into()));
+    }
+    Ok(())
+}
+
+fn trimmed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(String::deserialize(deserializer)?.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrderStatus::{Cancelled, Confirmed, Delivered, Pending, Shipped};
+
+    #[test]
+    fn only_the_documented_transitions_are_allowed() {
+        let allowed = [
+            (Pending, Confirmed),
+            (Pending, Cancelled),
+            (Confirmed, Shipped),
+            (Confirmed, Cancelled),
+            (Shipped, Delivered),
+        ];
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn money_is_parsed_exactly_from_the_literal() {
+        assert_eq!(Money::parse("99.99"), Ok(Money(9999)));
+        assert_eq!(Money::parse("0.1"), Ok(Money(10)));
+        assert_eq!(Money::parse("0.30"), Ok(Money(30)));
+        assert_eq!(Money::parse("100"), Ok(Money(10000)));
+        assert_eq!(Money::parse("1e2"), Ok(Money(10000)));
+        assert_eq!(Money::parse("1.5E-1"), Ok(Money(15)));
+        assert_eq!(Money::parse("0"), Ok(Money(0)));
+        assert_eq!(Money::parse("-0.0"), Ok(Money(0)));
+        assert!(Money::parse("99.999").is_err());
+        assert!(Money::parse("-1").is_err());
+        assert!(Money::parse("1e30").is_err());
+        assert!(Money::parse("1000000000.01").is_err());
+    }
+
+    #[test]
+    fn money_prints_back_as_the_same_decimal() {
+        for (cents, text) in [
+            (9999, "99.99"),
+            (10, "0.1"),
+            (30, "0.3"),
+            (1, "0.01"),
+            (10000, "100.0"),
+            (Money::MAX_CENTS, "1000000000.0"),
+        ] {
+            assert_eq!(serde_json::to_string(&Money(cents)).unwrap(), text);
+        }
+        // Every cent value round-trips through JSON text.
+        for cents in (0..100_000).chain(Money::MAX_CENTS - 1000..=Money::MAX_CENTS) {
+            let text = serde_json::to_string(&Money(cents)).unwrap();
+            assert_eq!(Money::parse(&text), Ok(Money(cents)), "{text}");
+        }
+    }
+
+    #[test]
+    fn money_rejects_strings_and_other_types() {
+        assert!(serde_json::from_str::<Money>(r#""9.99""#).is_err());
+        assert!(serde_json::from_str::<Money>("true").is_err());
+        assert_eq!(serde_json::from_str::<Money>(" 9.99").unwrap(), Money(999));
+    }
+
+    #[test]
+    fn money_works_through_the_platform_json_parser() {
+        let request: CreateOrderRequest = platform::extract::parse_json(
+            br#"{"user_id":1,"product_id":"P","quantity":2,"total_price":0.3}"#,
+        )
+        .unwrap();
+        assert_eq!(request.total_price, Money(30));
+        let err = platform::extract::parse_json::<CreateOrderRequest>(
+            br#"{"user_id":1,"product_id":"P","quantity":2,"total_price":1.001}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("total_price"), "{err}");
+    }
+}

@@ -1,0 +1,50 @@
+//! Order creation and reading, where the order store and user-service meet.
+
+use sea_orm::DatabaseConnection;
+
+use crate::model::{CreateOrderRequest, Order};
+use crate::store;
+use crate::user_client::{RemoteUser, UserClient, UserLookup};
+use platform::ApiError;
+
+/// Creates an order for an existing, active user. When user-service cannot say
+/// (down, failing, slow, circuit open) the order is still taken, marked unverified,
+/// and the verifier settles it later: the customer is not turned away because
+/// another service is having a bad minute.
+///
+/// # Errors
+/// 404 when the user does not exist, 400 when the user is inactive, or a database error.
+pub async fn place_order(
+    db: &DatabaseConnection,
+    users: &UserClient,
+    request: &CreateOrderRequest,
+    request_id: Option<String>,
+) -> Result<(Order, Option<RemoteUser>), ApiError> {
+    match users.get_user(request.user_id, request_id).await {
+        Ok(UserLookup::Found(user)) if user.active => {
+            let order = store::insert(db, request, true).await?;
+            Ok((order, Some(user)))
+        }
+        Ok(UserLookup::Found(_)) => Err(ApiError::BadRequest("user is not active".to_owned())),
+        Ok(UserLookup::NotFound) => Err(ApiError::NotFound("user not found".to_owned())),
+        Err(err) => {
+            let order = store::insert(db, request, false).await?;
+            tracing::warn!(order_id = order.id, user_id = request.user_id, error = %err,
+                "user-service unavailable; order accepted unverified");
+            Ok((order, None))
+        }
+    }
+}
+
+/// The user to embed in an order answer: `None` when it does not exist (any more)
+/// or user-service cannot say. Reading an order never fails because of user-service.
+pub async fn embedded_user(
+    users: &UserClient,
+    user_id: i64,
+    request_id: Option<String>,
+) -> Option<RemoteUser> {
+    match users.get_user(user_id, request_id).await {
+        Ok(UserLookup::Found(user)) => Some(user),
+        Ok(UserLookup::NotFound) | Err(_) => None,
+    }
+}
