@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod server;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{ApiError, ApiResponse, FieldError, PageMeta};
 pub use extract::{ApiJson, PageRequest, PathId, QueryParams, RequestId};

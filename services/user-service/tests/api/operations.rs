@@ -9,24 +9,24 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use user_service::Application;
 
-use crate::backend_tests;
 use crate::helpers::{
     Backend, TestDatabase, client_from, config_with, spawn_app, spawn_app_with, start,
 };
+use platform::backend_tests;
 
 backend_tests! {
     async fn unknown_routes_and_wrong_methods_answer_in_the_envelope(backend) {
         let app = spawn_app(backend).await;
         app.get("/api/v1/nope").await.assert_error(404, "NOT_FOUND");
         app.get("/").await.assert_error(404, "NOT_FOUND");
-        let patch = app.send(app.client.patch(app.url("/api/v1/users/1"))).await;
+        let patch = app.send(app.http.patch(app.url("/api/v1/users/1"))).await;
         patch.assert_error(405, "METHOD_NOT_ALLOWED");
         app.delete("/api/v1/users").await.assert_error(405, "METHOD_NOT_ALLOWED");
     }
 
     async fn request_id_is_echoed_or_generated(backend) {
         let app = spawn_app(backend).await;
-        let given = app.send(app.client.get(app.url("/health")).header("x-request-id", "trace-me-123")).await;
+        let given = app.send(app.http.get(app.url("/health")).header("x-request-id", "trace-me-123")).await;
         assert_eq!(given.headers["x-request-id"], "trace-me-123");
         let generated = app.get("/api/v1/users/999").await;
         let id = generated.headers["x-request-id"].to_str().unwrap();
@@ -51,7 +51,7 @@ backend_tests! {
         app.get(&format!("/api/v1/users/{}", user["id"])).await;
         app.get("/api/v1/users/123456").await;
         app.get("/no/such/route/42").await;
-        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        let response = app.http.get(app.url("/metrics")).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
         let text = response.text().await.unwrap();
@@ -143,13 +143,13 @@ async fn rate_limiter_admits_exactly_the_burst_per_ip_and_never_limits_health() 
 
     for path in ["/health", "/health/live", "/health/ready", "/metrics"] {
         assert_eq!(
-            app.client.get(app.url(path)).send().await.unwrap().status(),
+            app.http.get(app.url(path)).send().await.unwrap().status(),
             StatusCode::OK,
             "{path}"
         );
     }
     let metrics = app
-        .client
+        .http
         .get(app.url("/metrics"))
         .send()
         .await
@@ -172,7 +172,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let response = untrusted
             .send(
                 untrusted
-                    .client
+                    .http
                     .get(untrusted.url("/api/v1/users"))
                     .header("x-forwarded-for", forged),
             )
@@ -199,7 +199,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
             let response = behind_proxy
                 .send(
                     behind_proxy
-                        .client
+                        .http
                         .get(behind_proxy.url("/api/v1/users"))
                         .header("x-forwarded-for", &client_ip),
                 )
@@ -217,7 +217,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
 async fn cors_preflight_is_answered() {
     let app = spawn_app(Backend::Sqlite).await;
     let response = app
-        .client
+        .http
         .request(reqwest::Method::OPTIONS, app.url("/api/v1/users"))
         .header("origin", "https://app.example.com")
         .header("access-control-request-method", "POST")

@@ -4,8 +4,8 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::backend_tests;
 use crate::helpers::spawn_app;
+use platform::backend_tests;
 
 backend_tests! {
     async fn create_returns_201_with_the_user_and_lowercased_email(backend) {
@@ -60,16 +60,16 @@ backend_tests! {
     async fn malformed_json_wrong_content_type_and_oversized_body_get_their_statuses(backend) {
         let app = spawn_app(backend).await;
         let url = app.url("/api/v1/users");
-        let broken = app.send(app.client.post(&url).header("content-type", "application/json").body(r#"{"email": "#)).await;
+        let broken = app.send(app.http.post(&url).header("content-type", "application/json").body(r#"{"email": "#)).await;
         broken.assert_error(400, "BAD_REQUEST");
-        let invalid_utf8 = app.send(app.client.post(&url).header("content-type", "application/json").body(vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'])).await;
+        let invalid_utf8 = app.send(app.http.post(&url).header("content-type", "application/json").body(vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'])).await;
         invalid_utf8.assert_error(400, "BAD_REQUEST");
-        let duplicate_keys = app.send(app.client.post(&url).header("content-type", "application/json")
+        let duplicate_keys = app.send(app.http.post(&url).header("content-type", "application/json")
             .body(r#"{"email":"a@example.com","email":"b@example.com","name":"Jo","age":3}"#)).await;
         duplicate_keys.assert_error(400, "VALIDATION_ERROR");
-        let text = app.send(app.client.post(&url).header("content-type", "text/plain").body("{}")).await;
+        let text = app.send(app.http.post(&url).header("content-type", "text/plain").body("{}")).await;
         text.assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
-        let missing = app.send(app.client.post(&url).body("{}")).await;
+        let missing = app.send(app.http.post(&url).body("{}")).await;
         missing.assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
         let huge = json!({"email": "a@example.com", "name": "x".repeat(70 * 1024), "age": 30});
         app.post_json("/api/v1/users", &huge).await.assert_error(413, "PAYLOAD_TOO_LARGE");
@@ -175,7 +175,7 @@ backend_tests! {
         };
         let search = |term: &str| {
             let url = reqwest::Url::parse_with_params(&app.url("/api/v1/users"), &[("search", term)]).unwrap();
-            app.send(app.client.get(url))
+            app.send(app.http.get(url))
         };
         assert_eq!(names(&search("ALICE").await.body), ["Alice Smith"]);
         assert_eq!(names(&search("WONDER").await.body), ["Bob Jones"]);

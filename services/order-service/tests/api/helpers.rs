@@ -1,0 +1,354 @@
+//! Spawns order-service against a real user-service (both on ephemeral ports, each
+//! on its own fresh database) or against a stand-in user-service the test scripts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use order_service::config::Config;
+use reqwest::StatusCode as ClientStatus;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use platform::testing::{Backend, TestClient, TestDatabase, metric_value};
+
+/// Short breaker timings so tests see open, half-open and closed within a second.
+const FAST_BREAKER: [(&str, &str); 4] = [
+    ("CIRCUIT_BREAKER_TIMEOUT", "0.5"),
+    ("CIRCUIT_BREAKER_INTERVAL", "60"),
+    ("CIRCUIT_BREAKER_MAX_REQUESTS", "3"),
+    ("ORDER_SERVICE_VERIFY_INTERVAL", "0.2"),
+];
+
+/// A running user-service that can be stopped and started again on the same port and data.
+pub struct UserService {
+    pub client: TestClient,
+    backend: Backend,
+    database: TestDatabase,
+    shutdown: CancellationToken,
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl UserService {
+    pub async fn start(backend: Backend) -> Self {
+        let database = TestDatabase::create(backend).await;
+        let (client, shutdown, stopped) = Self::run(&database.url, 0).await;
+        Self {
+            client,
+            backend,
+            database,
+            shutdown,
+            stopped: Some(stopped),
+        }
+    }
+
+    async fn run(
+        url: &str,
+        port: u16,
+    ) -> (
+        TestClient,
+        CancellationToken,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let port = port.to_string();
+        let vars: HashMap<&str, &str> = HashMap::from([
+            ("USER_SERVICE_HOST", "127.0.0.1"),
+            ("USER_SERVICE_PORT", port.as_str()),
+            ("USER_SERVICE_RATE_LIMIT", "0"),
+            ("USER_SERVICE_DATABASE_URL", url),
+        ]);
+        let config = user_service::config::Config::from_lookup(&|name: &str| {
+            vars.get(name).map(|v| (*v).to_owned())
+        })
+        .expect("user-service config");
+        let shutdown = CancellationToken::new();
+        let app = user_service::Application::build(config, shutdown.clone())
+            .await
+            .expect("user-service starts");
+        let client = TestClient::new(app.address());
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = app.run_until_stopped().await;
+            let _ = done.send(());
+        });
+        (client, shutdown, stopped)
+    }
+
+    /// Stops it and waits until its port is closed.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
+        }
+    }
+
+    /// Starts it again on the same port, over the same data.
+    pub async fn restart(&mut self) {
+        let (client, shutdown, stopped) =
+            Self::run(&self.database.url, self.client.address.port()).await;
+        self.client = client;
+        self.shutdown = shutdown;
+        self.stopped = Some(stopped);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.client.address)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Creates a user and returns its id.
+    pub async fn create_user(&self, email: &str, active: bool) -> i64 {
+        let created = self
+            .client
+            .post_json(
+                "/api/v1/users",
+                &json!({"email": email, "name": "Order Customer", "age": 30}),
+            )
+            .await;
+        assert_eq!(created.status, ClientStatus::CREATED, "{}", created.body);
+        let id = created.body["data"]["id"].as_i64().unwrap();
+        if !active {
+            let updated = self
+                .client
+                .put_json(&format!("/api/v1/users/{id}"), &json!({"active": false}))
+                .await;
+            assert_eq!(updated.status, ClientStatus::OK);
+        }
+        id
+    }
+}
+
+impl Drop for UserService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A running order-service.
+pub struct OrderService {
+    pub client: TestClient,
+    shutdown: CancellationToken,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+    vars: HashMap<String, String>,
+    database: Option<TestDatabase>,
+}
+
+impl Deref for OrderService {
+    type Target = TestClient;
+
+    fn deref(&self) -> &TestClient {
+        &self.client
+    }
+}
+
+impl Drop for OrderService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl OrderService {
+    /// Starts order-service pointed at `user_service_url`, with fast breaker timings
+    /// and any extra variables.
+    pub async fn start(
+        backend: Backend,
+        user_service_url: &str,
+        overrides: &[(&str, &str)],
+    ) -> Self {
+        let database = TestDatabase::create(backend).await;
+        let vars = Self::vars(&database, user_service_url, overrides);
+        Self::run(vars, database).await
+    }
+
+    fn vars(
+        database: &TestDatabase,
+        user_service_url: &str,
+        overrides: &[(&str, &str)],
+    ) -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = [
+            ("ORDER_SERVICE_HOST", "127.0.0.1"),
+            ("ORDER_SERVICE_PORT", "0"),
+            ("ORDER_SERVICE_RATE_LIMIT", "0"),
+            ("ORDER_SERVICE_DATABASE_URL", database.url.as_str()),
+            ("ORDER_SERVICE_USER_SERVICE_URL", user_service_url),
+        ]
+        .into_iter()
+        .chain(FAST_BREAKER)
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in overrides {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        vars
+    }
+
+    async fn run(vars: HashMap<String, String>, database: TestDatabase) -> Self {
+        let lookup = vars.clone();
+        let config = Config::from_lookup(&move |name: &str| lookup.get(name).cloned())
+            .expect("order-service config");
+        let shutdown = CancellationToken::new();
+        let app = order_service::Application::build(config, shutdown.clone())
+            .await
+            .expect("order-service starts");
+        let client = TestClient::new(app.address());
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = app.run_until_stopped().await;
+            let _ = done.send(());
+        });
+        Self {
+            client,
+            shutdown,
+            stopped,
+            vars,
+            database: Some(database),
+        }
+    }
+
+    /// Stops this instance and starts a new one over the same database, as a
+    /// deployment or crash-restart would.
+    pub async fn restart(mut self) -> Self {
+        self.shutdown.cancel();
+        let database = self.database.take().expect("database");
+        let vars = std::mem::take(&mut self.vars);
+        let (_, never) = tokio::sync::oneshot::channel();
+        let _ = std::mem::replace(&mut self.stopped, never).await;
+        drop(self);
+        Self::run(vars, database).await
+    }
+
+    /// POSTs an order and returns the whole answer.
+    pub async fn create_order(
+        &self,
+        user_id: i64,
+        product_id: &str,
+        total_price: Value,
+    ) -> platform::testing::TestResponse {
+        self.post_json(
+            "/api/v1/orders",
+            &json!({"user_id": user_id, "product_id": product_id, "quantity": 2, "total_price": total_price}),
+        )
+        .await
+    }
+
+    /// Creates an order and returns its id, asserting 201.
+    pub async fn create_order_id(&self, user_id: i64) -> i64 {
+        let response = self.create_order(user_id, "PROD-123", json!(99.99)).await;
+        assert_eq!(response.status, ClientStatus::CREATED, "{}", response.body);
+        response.body["data"]["id"].as_i64().unwrap()
+    }
+
+    /// `order_service_circuit_breaker_state{service="user-service"}`.
+    pub async fn breaker_state(&self) -> f64 {
+        metric_value(
+            &self.metrics().await,
+            r#"order_service_circuit_breaker_state{service="user-service"}"#,
+        )
+        .expect("breaker state metric")
+    }
+
+    /// Polls until `check` holds, for at most `limit`; returns whether it did.
+    pub async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if check().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// Both services, wired together.
+pub struct System {
+    pub users: UserService,
+    pub orders: OrderService,
+}
+
+pub async fn spawn_system(backend: Backend) -> System {
+    spawn_system_with(backend, &[]).await
+}
+
+pub async fn spawn_system_with(backend: Backend, overrides: &[(&str, &str)]) -> System {
+    let users = UserService::start(backend).await;
+    let orders = OrderService::start(users.backend(), &users.url(), overrides).await;
+    System { users, orders }
+}
+
+/// What the stand-in user-service answers and what it saw.
+#[derive(Default)]
+pub struct StandInState {
+    pub delay: Duration,
+    pub status: u16,
+    pub request_ids: Vec<String>,
+    pub calls: usize,
+}
+
+/// A scripted user-service: answers every user id with `status` (200 = an active
+/// user) after `delay`, recording the `X-Request-ID` it received.
+pub struct StandIn {
+    pub address: SocketAddr,
+    pub state: Arc<Mutex<StandInState>>,
+}
+
+impl StandIn {
+    pub async fn start(status: u16, delay: Duration) -> Self {
+        let state = Arc::new(Mutex::new(StandInState {
+            delay,
+            status,
+            ..StandInState::default()
+        }));
+        let app = Router::new()
+            .route("/api/v1/users/{id}", get(answer))
+            .with_state(Arc::clone(&state));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { address, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.state.lock().unwrap().calls
+    }
+}
+
+async fn answer(
+    State(state): State<Arc<Mutex<StandInState>>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let (delay, status) = {
+        let mut s = state.lock().unwrap();
+        s.calls += 1;
+        if let Some(rid) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+            s.request_ids.push(rid.to_owned());
+        }
+        (s.delay, s.status)
+    };
+    tokio::time::sleep(delay).await;
+    let body = json!({"success": true, "data": {
+        "id": id, "email": format!("u{id}@example.com"), "name": "Stand In", "age": 30, "active": true,
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+    }});
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body))
+}

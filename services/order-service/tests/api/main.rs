@@ -1,0 +1,6 @@
+//! One integration-test binary for order-service: real HTTP between real services,
+//! on SQLite and on PostgreSQL.
+
+mod helpers;
+mod orders;
+mod resilience;
