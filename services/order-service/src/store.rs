@@ -5,7 +5,7 @@ use chrono::{SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use crate::model::{CreateOrderRequest, Order, OrderFilter, OrderStatus, order};
@@ -165,12 +165,14 @@ pub async fn mark_verified(db: &DatabaseConnection, ids: &[i64]) -> Result<u64, 
 
 /// Settles orders whose user turned out not to exist or to be inactive: those that
 /// can still be cancelled are; those already past that point keep their status.
-/// All are marked verified with the reason, so they leave the queue either way.
+/// All are marked verified with the reason, so they leave the queue either way;
+/// both statements commit together.
 pub async fn reject_unverified(
     db: &DatabaseConnection,
     ids: &[i64],
     reason: &str,
 ) -> Result<u64, ApiError> {
+    let txn = db.begin().await?;
     let cancelled = order::Entity::update_many()
         .col_expr(order::Column::Status, Expr::value(OrderStatus::Cancelled))
         .col_expr(order::Column::UserVerified, Expr::value(true))
@@ -179,7 +181,7 @@ pub async fn reject_unverified(
         .filter(order::Column::Id.is_in(ids.iter().copied()))
         .filter(order::Column::UserVerified.eq(false))
         .filter(order::Column::Status.is_in(OrderStatus::cancellable()))
-        .exec(db)
+        .exec(&txn)
         .await?
         .rows_affected;
     let too_late = order::Entity::update_many()
@@ -191,9 +193,10 @@ pub async fn reject_unverified(
         .col_expr(order::Column::UpdatedAt, Expr::value(now()))
         .filter(order::Column::Id.is_in(ids.iter().copied()))
         .filter(order::Column::UserVerified.eq(false))
-        .exec(db)
+        .exec(&txn)
         .await?
         .rows_affected;
+    txn.commit().await?;
     if too_late > 0 {
         tracing::warn!(
             orders = too_late,

@@ -328,3 +328,28 @@ async fn graceful_shutdown_finishes_and_closes() {
     }
     assert!(refused, "server still accepting after shutdown");
 }
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_one_postgres_database_once() {
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let starts = (0..4).map(|_| {
+        let config = config_with(&database.url, &[]);
+        async move { Application::build(config, CancellationToken::new()).await }
+    });
+    let apps = futures::future::join_all(starts).await;
+    assert!(apps.iter().all(Result::is_ok), "every replica starts");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(
+            apps[0]
+                .as_ref()
+                .unwrap()
+                .db()
+                .get_postgres_connection_pool(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        user_service::MIGRATIONS.postgres.iter().count() as i64
+    );
+}
