@@ -10,7 +10,7 @@ use sea_orm::{DbErr, RuntimeErr};
 use serde::Serialize;
 
 /// Pagination metadata of a list response.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PageMeta {
     pub page: u64,
     pub page_size: u64,
@@ -19,7 +19,7 @@ pub struct PageMeta {
 }
 
 /// One invalid field of a request, named as the client sent it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

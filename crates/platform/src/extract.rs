@@ -149,6 +149,70 @@ pub fn validation_error(errors: ValidationErrors) -> ApiError {
     ApiError::validation(details)
 }
 
+/// Deserializes a JSON integer, also accepting an integral float such as `92.0`:
+/// JSON Schema counts it as an integer, and Python's `json.dumps` writes floats so.
+/// Use as `#[serde(deserialize_with = "platform::extract::integer")]`.
+pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    deserializer.deserialize_any(IntegerVisitor)
+}
+
+/// [`integer`] for optional fields (`null` or absent is `None`; pair with `#[serde(default)]`).
+pub fn optional_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    deserializer.deserialize_option(OptionalIntegerVisitor)
+}
+
+struct IntegerVisitor;
+
+impl serde::de::Visitor<'_> for IntegerVisitor {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::custom("must be at most 9223372036854775807"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+        // 2^63 as f64: every integral float below it fits an i64 exactly.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+            Ok(v as i64)
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+        }
+    }
+}
+
+struct OptionalIntegerVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OptionalIntegerVisitor {
+    type Value = Option<i64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        integer(d).map(Some)
+    }
+}
+
 /// A positive 64-bit id from the `{id}` path segment; anything else is a 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathId(pub i64);
@@ -188,14 +252,15 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 }
 
 impl QueryParams {
-    /// The parameter parsed as `T`, `None` when absent or empty, a 400 naming it otherwise.
+    /// The parameter parsed as `T`, `None` when absent, a 400 naming it otherwise
+    /// (an empty value is not a number either).
     pub fn parse<T: std::str::FromStr>(
         &self,
         name: &str,
         expected: &str,
     ) -> Result<Option<T>, FieldError> {
-        match self.0.get(name).map(|v| v.trim()) {
-            None | Some("") => Ok(None),
+        match self.0.get(name) {
+            None => Ok(None),
             Some(raw) => raw.parse().map(Some).map_err(|_| {
                 FieldError::new(
                     name,
@@ -205,9 +270,9 @@ impl QueryParams {
         }
     }
 
-    /// The parameter as trimmed text, `None` when absent or empty.
+    /// The parameter's raw text, `None` when absent.
     pub fn text(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.0.get(name).map(String::as_str)
     }
 }
 
@@ -248,12 +313,13 @@ impl PageRequest {
 
     /// Reads `page` and `page_size`, collecting a field error for each bad one.
     pub fn from_query(query: &QueryParams, errors: &mut Vec<FieldError>) -> Self {
-        let page = match query.parse::<u64>("page", "a positive integer") {
-            Ok(Some(0)) => {
+        // i64: pages are counted in SQL BIGINT like everything else.
+        let page = match query.parse::<i64>("page", "an integer from 1 to 9223372036854775807") {
+            Ok(Some(page)) if page < 1 => {
                 errors.push(FieldError::new("page", "must be at least 1"));
                 1
             }
-            Ok(page) => page.unwrap_or(1),
+            Ok(page) => page.unwrap_or(1) as u64,
             Err(e) => {
                 errors.push(e);
                 1
@@ -311,6 +377,34 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         )
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Numbers {
+        #[serde(deserialize_with = "integer")]
+        n: i64,
+        #[serde(default, deserialize_with = "optional_integer")]
+        m: Option<i64>,
+    }
+
+    #[test]
+    fn integers_accept_integral_floats_only() {
+        let parsed: Numbers = parse_json(br#"{"n": 92.0, "m": 3}"#).unwrap();
+        assert_eq!((parsed.n, parsed.m), (92, Some(3)));
+        let parsed: Numbers = parse_json(br#"{"n": -7, "m": null}"#).unwrap();
+        assert_eq!((parsed.n, parsed.m), (-7, None));
+        assert!(parse_json::<Numbers>(br#"{"n": 92}"#).unwrap().m.is_none());
+        for bad in [
+            &br#"{"n": 92.5}"#[..],
+            br#"{"n": 1e30}"#,
+            br#"{"n": "9"}"#,
+            br#"{"n": 9223372036854775808}"#,
+        ] {
+            assert_eq!(
+                parse_json::<Numbers>(bad).unwrap_err().code(),
+                "VALIDATION_ERROR"
+            );
+        }
     }
 
     #[test]

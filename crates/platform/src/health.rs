@@ -10,8 +10,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sea_orm::DatabaseConnection;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 /// Upper bound on a health probe's database round trip.
 const DB_PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,35 +49,91 @@ pub fn router(state: HealthState) -> Router {
         .with_state(Arc::new(state))
 }
 
-/// 200 `{"status":"healthy",…}` when the database answers, 503 `unhealthy` otherwise.
-async fn health(State(state): State<Arc<HealthState>>) -> Response {
+/// `/health`: the contract's `{"status":"healthy","service":…}`, plus the checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// `healthy` or `unhealthy`.
+    #[schema(pattern = "^(healthy|unhealthy)$")]
+    pub status: &'static str,
+    pub service: &'static str,
+    pub checks: HealthChecks,
+    /// Service-specific information that does not affect health.
+    #[schema(value_type = Option<Object>, nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthChecks {
+    /// `up` or `down`.
+    #[schema(pattern = "^(up|down)$")]
+    pub database: &'static str,
+}
+
+/// `/health/live`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LivenessReport {
+    /// Always `alive`.
+    pub status: &'static str,
+    pub service: &'static str,
+}
+
+/// `/health/ready`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessReport {
+    /// `ready` or `not_ready`.
+    #[schema(pattern = "^(ready|not_ready)$")]
+    pub status: &'static str,
+    pub service: &'static str,
+    /// True once shutdown has begun.
+    pub draining: bool,
+}
+
+/// Health: 200 when the database answers within 2 s, 503 otherwise.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "Healthy", body = HealthReport),
+        (status = 503, description = "The database does not answer", body = HealthReport),
+    ))]
+pub async fn health(State(state): State<Arc<HealthState>>) -> Response {
     let database_up = state.database_up().await;
-    let mut body = json!({
-        "status": if database_up { "healthy" } else { "unhealthy" },
-        "service": state.service,
-        "checks": { "database": if database_up { "up" } else { "down" } },
-    });
-    if let Some(info) = &state.info {
-        body["info"] = info();
-    }
-    (status_for(database_up), Json(body)).into_response()
+    let report = HealthReport {
+        status: if database_up { "healthy" } else { "unhealthy" },
+        service: state.service,
+        checks: HealthChecks {
+            database: if database_up { "up" } else { "down" },
+        },
+        info: state.info.as_ref().map(|info| info()),
+    };
+    (status_for(database_up), Json(report)).into_response()
 }
 
-/// The process is running and serving HTTP.
-async fn live(State(state): State<Arc<HealthState>>) -> Response {
-    Json(json!({ "status": "alive", "service": state.service })).into_response()
+/// Liveness: the process is running and serving HTTP.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "Alive", body = LivenessReport)))]
+pub async fn live(State(state): State<Arc<HealthState>>) -> Response {
+    Json(LivenessReport {
+        status: "alive",
+        service: state.service,
+    })
+    .into_response()
 }
 
-/// Ready for traffic: the database answers and shutdown has not begun.
-async fn ready(State(state): State<Arc<HealthState>>) -> Response {
+/// Readiness: the database answers and shutdown has not begun.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready for traffic", body = ReadinessReport),
+        (status = 503, description = "Database down or draining", body = ReadinessReport),
+    ))]
+pub async fn ready(State(state): State<Arc<HealthState>>) -> Response {
     let draining = state.shutdown.is_cancelled();
     let ready = !draining && state.database_up().await;
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "service": state.service,
-        "draining": draining,
-    });
-    (status_for(ready), Json(body)).into_response()
+    let report = ReadinessReport {
+        status: if ready { "ready" } else { "not_ready" },
+        service: state.service,
+        draining,
+    };
+    (status_for(ready), Json(report)).into_response()
 }
 
 fn status_for(ok: bool) -> StatusCode {

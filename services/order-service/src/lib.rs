@@ -77,7 +77,8 @@ impl Application {
             db: db.clone(),
             users,
         };
-        let app = platform.app(routes::router(state), db.clone(), Some(info));
+        let api = routes::router(state).merge(platform::openapi::routes(routes::openapi()));
+        let app = platform.app(api, db.clone(), Some(info));
         let server = Server::bind(platform, app).await?;
         tracing::info!(user_service = %config.user_service_url, "order-service configured");
         Ok(Self {

@@ -1,4 +1,5 @@
-//! `order-service [migrate]`: serve the order API, or only apply migrations.
+//! `order-service [migrate | --print-openapi]`: serve the order API, only apply
+//! migrations, or print the OpenAPI document.
 
 use std::process::ExitCode;
 
@@ -7,6 +8,15 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--print-openapi") {
+        println!(
+            "{}",
+            order_service::routes::openapi()
+                .to_pretty_json()
+                .expect("spec serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
     platform::config::load_dotenv();
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -22,7 +32,7 @@ async fn main() -> ExitCode {
             .map(drop),
         None => serve(config).await,
         Some(other) => Err(anyhow::anyhow!(
-            "unknown command {other:?}; usage: order-service [migrate]"
+            "unknown command {other:?}; usage: order-service [migrate | --print-openapi]"
         )),
     };
     match result {

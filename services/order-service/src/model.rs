@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
 use crate::user_client::RemoteUser;
@@ -58,6 +59,7 @@ pub use order::Model as Order;
     Deserialize,
     sea_orm::EnumIter,
     sea_orm::DeriveActiveEnum,
+    ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[sea_orm(rs_type = "String", db_type = "Text")]
@@ -175,6 +177,24 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .minimum(Some(0))
+            .maximum(Some(1_000_000_000))
+            .multiple_of(Some(0.01))
+            .description(Some(
+                "Money, exact to the cent: a JSON number with at most 2 decimals",
+            ))
+            .examples([serde_json::json!(99.99)])
+            .into()
+    }
+}
+
+impl ToSchema for Money {}
+
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Exact: both operands are exact doubles and IEEE division rounds to the
@@ -184,21 +204,33 @@ impl Serialize for Money {
 }
 
 /// `POST /api/v1/orders`
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
+    /// Must be an existing, active user of user-service.
+    #[serde(deserialize_with = "platform::extract::integer")]
     #[validate(range(min = 1, message = "must be a positive integer"))]
+    #[schema(minimum = 1, example = 1)]
     pub user_id: i64,
+    /// No control characters; surrounding whitespace is trimmed, so the pattern says it is not there.
     #[serde(deserialize_with = "trimmed")]
     #[validate(custom(function = "valid_product_id"))]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        example = "PROD-123"
+    )]
     pub product_id: String,
+    #[serde(deserialize_with = "platform::extract::integer")]
     #[validate(range(min = 1, max = 1_000_000, message = "must be between 1 and 1000000"))]
+    #[schema(minimum = 1, maximum = 1_000_000, example = 2)]
     pub quantity: i64,
     pub total_price: Money,
 }
 
 /// `PUT /api/v1/orders/{id}`
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrderRequest {
     pub status: OrderStatus,
@@ -208,7 +240,7 @@ pub struct UpdateOrderRequest {
 pub type EmbeddedUser = RemoteUser;
 
 /// An order as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderResponse {
     pub id: i64,
     pub user_id: i64,
@@ -240,7 +272,7 @@ impl From<Order> for OrderResponse {
 }
 
 /// A single order with its user: `null` when user-service cannot say.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderWithUser {
     #[serde(flatten)]
     pub order: OrderResponse,
@@ -282,7 +314,14 @@ impl OrderFilter {
                 errors.push(e);
                 None
             });
+        // Exact match on the raw value: the same rule as on create, no trimming.
         let product_id = query.text("product_id").map(str::to_owned);
+        if product_id.as_deref().is_some_and(|p| p.trim() != p) {
+            errors.push(FieldError::new(
+                "product_id",
+                "must not start or end with whitespace",
+            ));
+        }
         if let Some(Err(e)) = product_id.as_deref().map(valid_product_id) {
             errors.push(FieldError::new(
                 "product_id",

@@ -4,15 +4,35 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use sea_orm::DatabaseConnection;
-use serde_json::{Value, json};
 
 use crate::model::{
-    CreateOrderRequest, OrderFilter, OrderResponse, OrderWithUser, UpdateOrderRequest,
+    CreateOrderRequest, OrderFilter, OrderResponse, OrderStatus, OrderWithUser, UpdateOrderRequest,
 };
 use crate::service::{embedded_user, place_order};
 use crate::store;
 use crate::user_client::UserClient;
+use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
 use platform::{ApiError, ApiJson, ApiResponse, PathId, QueryParams, RequestId};
+
+/// The OpenAPI document, generated from the handlers and types below.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "order-service", version = "1.0.0", description = "Order management. Every answer uses the envelope {success, data|error, meta}. Users are validated against user-service through a circuit breaker; when it cannot answer, orders are accepted unverified and settled later."),
+    paths(
+        create_order, list_orders, get_order, update_order, delete_order,
+        platform::health::health, platform::health::live, platform::health::ready, platform::metrics::export,
+    ),
+    components(schemas(ErrorEnvelope)),
+    tags((name = "orders", description = "Order CRUD and status changes"), (name = "operations", description = "Health and metrics")),
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3.1 document of this service, with the shared responses and headers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut spec = <ApiDoc as utoipa::OpenApi>::openapi();
+    platform::openapi::add_common_responses(&mut spec);
+    spec
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -34,6 +54,14 @@ pub fn router(state: AppState) -> Router {
 
 type Answer<T> = Result<ApiResponse<T>, ApiError>;
 
+/// Create an order for an active user. If user-service cannot answer, the order
+/// is still created with `user: null` and `user_verified: false`.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CreateOrderRequest,
+    responses(
+        (status = 201, description = "Created (user embedded, or null when unverified)", body = DataEnvelope<OrderWithUser>),
+        (status = 400, description = "Malformed JSON, a field breaks a rule, or the user is not active", body = ErrorEnvelope),
+        (status = 404, description = "The user does not exist", body = ErrorEnvelope),
+    ))]
 async fn create_order(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
@@ -51,6 +79,14 @@ async fn create_order(
     }))
 }
 
+/// Get a live order with its user (`null` when user-service cannot say).
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = i64, Path, minimum = 1, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = DataEnvelope<OrderWithUser>),
+        (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
+        (status = 404, description = "No live order has this id", body = ErrorEnvelope),
+    ))]
 async fn get_order(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
@@ -64,8 +100,22 @@ async fn get_order(
     }))
 }
 
-/// Lists do not embed users: one user-service call per row would make a page
-/// as slow as its slowest lookup.
+/// List live orders, newest first. Lists do not embed users: one user-service
+/// call per row would make a page as slow as its slowest lookup.
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
+    params(
+        ("page" = Option<i64>, Query, minimum = 1, description = "Page number, default 1"),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, default 10"),
+        ("user_id" = Option<i64>, Query, minimum = 1, description = "Only this user's orders"),
+        ("status" = Option<OrderStatus>, Query, description = "Only orders in this status"),
+        ("product_id" = Option<String>, Query, min_length = 1, max_length = 64,
+            pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+            description = "Only this product (exact match)"),
+    ),
+    responses(
+        (status = 200, description = "One page of orders", body = PageEnvelope<OrderResponse>),
+        (status = 400, description = "A query parameter is invalid (named)", body = ErrorEnvelope),
+    ))]
 async fn list_orders(
     State(state): State<AppState>,
     query: QueryParams,
@@ -76,6 +126,17 @@ async fn list_orders(
     Ok(ApiResponse::page(orders, filter.page.meta(total)))
 }
 
+/// Change an order's status along the state machine: pending -> confirmed |
+/// cancelled; confirmed -> shipped | cancelled; shipped -> delivered. Setting the
+/// current status again is a no-op.
+#[utoipa::path(put, path = "/api/v1/orders/{id}", tag = "orders", request_body = UpdateOrderRequest,
+    params(("id" = i64, Path, minimum = 1, description = "Order id")),
+    responses(
+        (status = 200, description = "The updated order", body = DataEnvelope<OrderResponse>),
+        (status = 400, description = "Bad id, malformed JSON or unknown status", body = ErrorEnvelope),
+        (status = 404, description = "No live order has this id", body = ErrorEnvelope),
+        (status = 409, description = "The state machine forbids this change (both statuses named)", body = ErrorEnvelope),
+    ))]
 async fn update_order(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -86,10 +147,41 @@ async fn update_order(
     Ok(ApiResponse::ok(order.into()))
 }
 
-async fn delete_order(State(state): State<AppState>, PathId(id): PathId) -> Answer<Value> {
+/// Soft-delete an order.
+#[utoipa::path(delete, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = i64, Path, minimum = 1, description = "Order id")),
+    responses(
+        (status = 200, description = "Deleted", body = DataEnvelope<Deleted>),
+        (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
+        (status = 404, description = "No live order has this id", body = ErrorEnvelope),
+    ))]
+async fn delete_order(State(state): State<AppState>, PathId(id): PathId) -> Answer<Deleted> {
     store::soft_delete(&state.db, id).await?;
     tracing::info!(order_id = id, "order deleted");
-    Ok(ApiResponse::ok(
-        json!({ "id": id, "message": "order deleted" }),
-    ))
+    Ok(ApiResponse::ok(Deleted {
+        id,
+        message: "order deleted".to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed spec is what the code generates; regenerate it with
+    /// `cargo run -q -p order-service -- --print-openapi > docs/openapi/order-service.json`.
+    #[test]
+    fn committed_openapi_spec_matches_the_code() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi/order-service.json"
+        );
+        let committed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(path).expect("docs/openapi/order-service.json exists"),
+        )
+        .expect("committed spec is JSON");
+        let generated = serde_json::to_value(super::openapi()).expect("spec serializes");
+        assert!(
+            committed == generated,
+            "docs/openapi/order-service.json is stale: run `cargo run -q -p order-service -- --print-openapi > docs/openapi/order-service.json`"
+        );
+    }
 }

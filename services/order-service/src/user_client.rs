@@ -31,7 +31,7 @@ use crate::config::BreakerSettings;
 use platform::metrics::Metrics;
 
 /// The user fields an order needs, as user-service answers them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoteUser {
     pub id: i64,
     pub email: String,

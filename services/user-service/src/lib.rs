@@ -49,7 +49,8 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let platform = Platform::new(config.http, shutdown);
-        let app = platform.app(routes::router(db.clone()), db.clone(), None);
+        let api = routes::router(db.clone()).merge(platform::openapi::routes(routes::openapi()));
+        let app = platform.app(api, db.clone(), None);
         let server = Server::bind(platform, app).await?;
         Ok(Self { server, db })
     }

@@ -1,4 +1,5 @@
-//! `user-service [migrate]`: serve the user API, or only apply migrations.
+//! `user-service [migrate | --print-openapi]`: serve the user API, only apply
+//! migrations, or print the OpenAPI document.
 
 use std::process::ExitCode;
 
@@ -7,6 +8,15 @@ use user_service::{Application, MIGRATIONS, config::Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--print-openapi") {
+        println!(
+            "{}",
+            user_service::routes::openapi()
+                .to_pretty_json()
+                .expect("spec serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
     platform::config::load_dotenv();
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -22,7 +32,7 @@ async fn main() -> ExitCode {
             .map(drop),
         None => serve(config).await,
         Some(other) => Err(anyhow::anyhow!(
-            "unknown command {other:?}; usage: user-service [migrate]"
+            "unknown command {other:?}; usage: user-service [migrate | --print-openapi]"
         )),
     };
     match result {

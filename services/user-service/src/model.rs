@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
 use platform::{ApiError, FieldError, PageRequest, QueryParams};
@@ -33,27 +34,46 @@ pub mod user {
 pub use user::Model as User;
 
 /// `POST /api/v1/users`
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    /// Unique among live users, compared case-insensitively (stored lower-case).
     #[serde(deserialize_with = "trimmed")]
     #[validate(custom(function = "valid_email"))]
+    #[schema(format = Email, max_length = 254, example = "user@example.com")]
     pub email: String,
+    /// No control characters; surrounding whitespace is trimmed, so the pattern says it is not there.
     #[serde(deserialize_with = "trimmed")]
     #[validate(custom(function = "valid_name"))]
+    #[schema(
+        min_length = 2,
+        max_length = 100,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        example = "John Doe"
+    )]
     pub name: String,
+    #[serde(deserialize_with = "platform::extract::integer")]
     #[validate(range(min = 1, max = 150, message = "must be between 1 and 150"))]
+    #[schema(minimum = 1, maximum = 150, example = 30)]
     pub age: i64,
 }
 
 /// `PUT /api/v1/users/{id}`: every field optional; absent (or null) means unchanged.
-#[derive(Debug, Clone, Default, Deserialize, Validate)]
+#[derive(Debug, Clone, Default, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     #[serde(default, deserialize_with = "trimmed_option")]
     #[validate(custom(function = "valid_name"))]
+    #[schema(
+        min_length = 2,
+        max_length = 100,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        example = "Jane Doe"
+    )]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "platform::extract::optional_integer")]
     #[validate(range(min = 1, max = 150, message = "must be between 1 and 150"))]
+    #[schema(minimum = 1, maximum = 150, example = 31)]
     pub age: Option<i64>,
     pub active: Option<bool>,
 }
@@ -65,7 +85,7 @@ impl UpdateUserRequest {
 }
 
 /// A user as the API shows it (no soft-delete marker).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct UserResponse {
     pub id: i64,
     pub email: String,
@@ -109,11 +129,8 @@ impl UserFilter {
     pub fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
         let mut errors = Vec::new();
         let page = PageRequest::from_query(query, &mut errors);
-        let search = query.text("search").map(str::to_owned);
-        if search
-            .as_ref()
-            .is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS)
-        {
+        let raw_search = query.text("search");
+        if raw_search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
             errors.push(FieldError::new(
                 "search",
                 format!("must be at most {MAX_SEARCH_CHARS} characters"),
@@ -125,6 +142,11 @@ impl UserFilter {
                 errors.push(e);
                 None
             });
+        // Surrounding spaces never matter to a substring search; blank means no filter.
+        let search = raw_search
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
         if errors.is_empty() {
             Ok(Self {
                 page,

@@ -4,11 +4,31 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use sea_orm::DatabaseConnection;
-use serde_json::{Value, json};
 
 use crate::model::{CreateUserRequest, UpdateUserRequest, UserFilter, UserResponse};
 use crate::store;
+use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
 use platform::{ApiError, ApiJson, ApiResponse, PathId, QueryParams};
+
+/// The OpenAPI document, generated from the handlers and types below.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "user-service", version = "1.0.0", description = "User management. Every answer uses the envelope {success, data|error, meta}."),
+    paths(
+        create_user, list_users, get_user, update_user, delete_user,
+        platform::health::health, platform::health::live, platform::health::ready, platform::metrics::export,
+    ),
+    components(schemas(ErrorEnvelope)),
+    tags((name = "users", description = "User CRUD"), (name = "operations", description = "Health and metrics")),
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3.1 document of this service, with the shared responses and headers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut spec = <ApiDoc as utoipa::OpenApi>::openapi();
+    platform::openapi::add_common_responses(&mut spec);
+    spec
+}
 
 /// The user API routes, without the platform's middleware.
 pub fn router(db: DatabaseConnection) -> Router {
@@ -23,6 +43,13 @@ pub fn router(db: DatabaseConnection) -> Router {
 
 type Answer<T> = Result<ApiResponse<T>, ApiError>;
 
+/// Create a user.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
+    responses(
+        (status = 201, description = "Created", body = DataEnvelope<UserResponse>),
+        (status = 400, description = "Malformed JSON or a field breaks a rule (named in the message and details)", body = ErrorEnvelope),
+        (status = 409, description = "A live user already has this email", body = ErrorEnvelope),
+    ))]
 async fn create_user(
     State(db): State<DatabaseConnection>,
     ApiJson(request): ApiJson<CreateUserRequest>,
@@ -35,6 +62,14 @@ async fn create_user(
     Ok(ApiResponse::created(user.into()))
 }
 
+/// Get a live user by id.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
+    responses(
+        (status = 200, description = "The user", body = DataEnvelope<UserResponse>),
+        (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
+        (status = 404, description = "No live user has this id", body = ErrorEnvelope),
+    ))]
 async fn get_user(
     State(db): State<DatabaseConnection>,
     PathId(id): PathId,
@@ -42,6 +77,18 @@ async fn get_user(
     Ok(ApiResponse::ok(store::find(&db, id).await?.into()))
 }
 
+/// List live users, newest first.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    params(
+        ("page" = Option<i64>, Query, minimum = 1, description = "Page number, default 1"),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, default 10"),
+        ("search" = Option<String>, Query, max_length = 254, description = "Case-insensitive literal substring of name or email"),
+        ("active" = Option<bool>, Query, description = "Only active (true) or inactive (false) users"),
+    ),
+    responses(
+        (status = 200, description = "One page of users", body = PageEnvelope<UserResponse>),
+        (status = 400, description = "A query parameter is invalid (named)", body = ErrorEnvelope),
+    ))]
 async fn list_users(
     State(db): State<DatabaseConnection>,
     query: QueryParams,
@@ -52,6 +99,14 @@ async fn list_users(
     Ok(ApiResponse::page(users, filter.page.meta(total)))
 }
 
+/// Change a user's name, age or active flag; absent fields stay as they are.
+#[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users", request_body = UpdateUserRequest,
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
+    responses(
+        (status = 200, description = "The updated user", body = DataEnvelope<UserResponse>),
+        (status = 400, description = "Bad id, malformed JSON or a field breaks a rule", body = ErrorEnvelope),
+        (status = 404, description = "No live user has this id", body = ErrorEnvelope),
+    ))]
 async fn update_user(
     State(db): State<DatabaseConnection>,
     PathId(id): PathId,
@@ -62,10 +117,41 @@ async fn update_user(
     Ok(ApiResponse::ok(user.into()))
 }
 
-async fn delete_user(State(db): State<DatabaseConnection>, PathId(id): PathId) -> Answer<Value> {
+/// Soft-delete a user: it vanishes from every endpoint and its email is free again.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
+    responses(
+        (status = 200, description = "Deleted", body = DataEnvelope<Deleted>),
+        (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
+        (status = 404, description = "No live user has this id", body = ErrorEnvelope),
+    ))]
+async fn delete_user(State(db): State<DatabaseConnection>, PathId(id): PathId) -> Answer<Deleted> {
     store::soft_delete(&db, id).await?;
     tracing::info!(user_id = id, "user deleted");
-    Ok(ApiResponse::ok(
-        json!({ "id": id, "message": "user deleted" }),
-    ))
+    Ok(ApiResponse::ok(Deleted {
+        id,
+        message: "user deleted".to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed spec is what the code generates; regenerate it with
+    /// `cargo run -q -p user-service -- --print-openapi > docs/openapi/user-service.json`.
+    #[test]
+    fn committed_openapi_spec_matches_the_code() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi/user-service.json"
+        );
+        let committed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(path).expect("docs/openapi/user-service.json exists"),
+        )
+        .expect("committed spec is JSON");
+        let generated = serde_json::to_value(super::openapi()).expect("spec serializes");
+        assert!(
+            committed == generated,
+            "docs/openapi/user-service.json is stale: run `cargo run -q -p user-service -- --print-openapi > docs/openapi/user-service.json`"
+        );
+    }
 }

@@ -1,0 +1,176 @@
+//! OpenAPI 3.1 support: the envelope's schemas, the responses and headers every
+//! operation shares (added in one place so no handler can forget them), and the
+//! `/openapi.json` and `/docs` routes. Swagger UI is vendored into the binary.
+
+use axum::Router;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Required, Type};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{FieldError, PageMeta};
+
+/// Every error answer: `{"success":false,"error":{…}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always `false`.
+    pub success: bool,
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// Human-readable; names the field for validation errors.
+    pub message: String,
+    /// Present for `VALIDATION_ERROR`: one entry per invalid field.
+    #[schema(nullable = false)]
+    pub details: Option<Vec<FieldError>>,
+}
+
+/// The machine-readable error codes.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ValidationError,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimitExceeded,
+    ServiceUnavailable,
+    InternalError,
+}
+
+/// A successful single-item answer: `{"success":true,"data":…}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DataEnvelope<T: ToSchema> {
+    /// Always `true`.
+    pub success: bool,
+    pub data: T,
+}
+
+/// A successful page: `{"success":true,"data":[…],"meta":{…}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageEnvelope<T: ToSchema> {
+    /// Always `true`.
+    pub success: bool,
+    pub data: Vec<T>,
+    pub meta: PageMeta,
+}
+
+/// The answer of `DELETE`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: i64,
+    pub message: String,
+}
+
+/// Adds what every operation shares: the optional `X-Request-ID` request header,
+/// the `X-Request-ID` response header, 429 (with `Retry-After`) and 503 on every
+/// API operation, and 413/415 wherever there is a request body.
+pub fn add_common_responses(spec: &mut OpenApi) {
+    for (path, item) in &mut spec.paths.paths {
+        let api = path.starts_with("/api/");
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            add_request_id(operation);
+            if api {
+                add_error(
+                    operation,
+                    429,
+                    "Rate limit exceeded for this client IP",
+                    true,
+                );
+                add_error(
+                    operation,
+                    503,
+                    "Database unavailable, or the request timed out",
+                    false,
+                );
+            }
+            if operation.request_body.is_some() {
+                add_error(operation, 413, "Request body larger than 64 KiB", false);
+                add_error(
+                    operation,
+                    415,
+                    "Content-Type is not application/json",
+                    false,
+                );
+            }
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response.headers.insert(
+                        "X-Request-ID".to_owned(),
+                        HeaderBuilder::new()
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                            .description(Some("The request's id, echoed or generated"))
+                            .build()
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn add_request_id(operation: &mut Operation) {
+    let parameter = ParameterBuilder::new()
+        .name("X-Request-ID")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Correlates logs across services; generated when absent",
+        ))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build();
+    operation
+        .parameters
+        .get_or_insert_with(Vec::new)
+        .push(parameter.into());
+}
+
+fn add_error(operation: &mut Operation, status: u16, description: &str, retry_after: bool) {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+            .build(),
+    );
+    if retry_after {
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                ))
+                .description(Some("Seconds until the client's bucket has a token again"))
+                .build(),
+        );
+    }
+    operation
+        .responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| response.build().into());
+}
+
+/// `GET /openapi.json` and the interactive docs at `/docs` (Swagger UI, served
+/// from assets compiled into the binary: no CDN, works offline).
+pub fn routes(spec: OpenApi) -> Router {
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+}
