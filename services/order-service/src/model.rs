@@ -212,8 +212,7 @@ pub struct CreateOrderRequest {
     #[validate(range(min = 1, message = "must be a positive integer"))]
     #[schema(minimum = 1, example = 1)]
     pub user_id: i64,
-    /// No control characters; surrounding whitespace is trimmed, so the pattern says it is not there.
-    #[serde(deserialize_with = "trimmed")]
+    /// No control characters, no surrounding whitespace.
     #[validate(custom(function = "valid_product_id"))]
     #[schema(
         min_length = 1,
@@ -351,11 +350,11 @@ fn valid_product_id(product_id: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new("control_characters")
             .with_message("must not contain control characters".into()));
     }
+    if product_id.trim() != product_id {
+        return Err(ValidationError::new("whitespace")
+            .with_message("must not start or end with whitespace".into()));
+    }
     Ok(())
-}
-
-fn trimmed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    Ok(String::deserialize(deserializer)?.trim().to_owned())
 }
 
 #[cfg(test)]

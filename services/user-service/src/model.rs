@@ -1,7 +1,7 @@
 //! The user entity, the request and response types, and their validation rules.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
@@ -38,12 +38,10 @@ pub use user::Model as User;
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// Unique among live users, compared case-insensitively (stored lower-case).
-    #[serde(deserialize_with = "trimmed")]
     #[validate(custom(function = "valid_email"))]
     #[schema(format = Email, max_length = 254, example = "user@example.com")]
     pub email: String,
-    /// No control characters; surrounding whitespace is trimmed, so the pattern says it is not there.
-    #[serde(deserialize_with = "trimmed")]
+    /// No control characters, no surrounding whitespace.
     #[validate(custom(function = "valid_name"))]
     #[schema(
         min_length = 2,
@@ -62,7 +60,6 @@ pub struct CreateUserRequest {
 #[derive(Debug, Clone, Default, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
-    #[serde(default, deserialize_with = "trimmed_option")]
     #[validate(custom(function = "valid_name"))]
     #[schema(
         min_length = 2,
@@ -182,18 +179,11 @@ fn valid_name(name: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new("control_characters")
             .with_message("must not contain control characters".into()));
     }
+    if name.trim() != name {
+        return Err(ValidationError::new("whitespace")
+            .with_message("must not start or end with whitespace".into()));
+    }
     Ok(())
-}
-
-/// Surrounding whitespace is never meaningful in names or emails.
-fn trimmed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let value = String::deserialize(deserializer)?;
-    Ok(value.trim().to_owned())
-}
-
-fn trimmed_option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    let value = Option::<String>::deserialize(deserializer)?;
-    Ok(value.map(|v| v.trim().to_owned()))
 }
 
 #[cfg(test)]
@@ -225,6 +215,8 @@ mod tests {
             (create("a@example.com", "J", 30), "name"),
             (create("a@example.com", &"x".repeat(101), 30), "name"),
             (create("a@example.com", "Jo\u{0007}hn", 30), "name"),
+            (create("a@example.com", " John", 30), "name"),
+            (create(" a@example.com", "John", 30), "email"),
             (create("a@example.com", "John", 0), "age"),
             (create("a@example.com", "John", 151), "age"),
         ];

@@ -65,6 +65,7 @@ backend_tests! {
             (json!({"user_id": "one", "product_id": "P", "quantity": 1, "total_price": 1}), "user_id"),
             (json!({"user_id": user_id, "product_id": "", "quantity": 1, "total_price": 1}), "product_id"),
             (json!({"user_id": user_id, "product_id": "   ", "quantity": 1, "total_price": 1}), "product_id"),
+            (json!({"user_id": user_id, "product_id": " P-1", "quantity": 1, "total_price": 1}), "product_id"),
             (json!({"user_id": user_id, "product_id": long, "quantity": 1, "total_price": 1}), "product_id"),
             (json!({"user_id": user_id, "product_id": "P", "quantity": 0, "total_price": 1}), "quantity"),
             (json!({"user_id": user_id, "product_id": "P", "quantity": 1.5, "total_price": 1}), "quantity"),

@@ -11,7 +11,7 @@ backend_tests! {
     async fn create_returns_201_with_the_user_and_lowercased_email(backend) {
         let app = spawn_app(backend).await;
         let response = app
-            .post_json("/api/v1/users", &json!({"email": " John@Example.COM ", "name": " John Doe ", "age": 30}))
+            .post_json("/api/v1/users", &json!({"email": "John@Example.COM", "name": "John Doe", "age": 30}))
             .await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
         let user = &response.body["data"];
@@ -33,6 +33,9 @@ backend_tests! {
             (json!({"email": "", "name": "John", "age": 30}), "email"),
             (json!({"email": "a@example.com", "name": "J", "age": 30}), "name"),
             (json!({"email": "a@example.com", "name": "  J  ", "age": 30}), "name"),
+            (json!({"email": "a@example.com", "name": " John Doe", "age": 30}), "name"),
+            (json!({"email": "a@example.com", "name": "John\n", "age": 30}), "name"),
+            (json!({"email": " a@example.com", "name": "John", "age": 30}), "email"),
             (json!({"email": "a@example.com", "name": long_name, "age": 30}), "name"),
             (json!({"email": "a@example.com", "name": "John", "age": 0}), "age"),
             (json!({"email": "a@example.com", "name": "John", "age": 151}), "age"),
