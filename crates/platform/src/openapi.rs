@@ -6,6 +6,7 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Required, Type};
@@ -69,6 +70,50 @@ pub struct PageEnvelope<T: ToSchema> {
 pub struct Deleted {
     pub id: i64,
     pub message: String,
+}
+
+/// Links each `POST <collection>` 201 answer to the `GET`/`PUT`/`DELETE` operations
+/// of `<collection>/{id}`, with `id` taken from `data.id`: clients (and stateful
+/// fuzzers) can follow a created resource without guessing ids.
+pub fn add_links(spec: &mut OpenApi) {
+    let targets: Vec<(String, Vec<(&'static str, String)>)> = spec
+        .paths
+        .paths
+        .iter()
+        .filter_map(|(path, item)| {
+            let collection = path.strip_suffix("/{id}")?;
+            let operations = [
+                ("Get", &item.get),
+                ("Update", &item.put),
+                ("Delete", &item.delete),
+            ]
+            .into_iter()
+            .filter_map(|(verb, op)| Some((verb, op.as_ref()?.operation_id.clone()?)))
+            .collect();
+            Some((collection.to_owned(), operations))
+        })
+        .collect();
+    for (collection, operations) in targets {
+        let Some(created) = spec
+            .paths
+            .paths
+            .get_mut(&collection)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|post| post.responses.responses.get_mut("201"))
+        else {
+            continue;
+        };
+        if let RefOr::T(response) = created {
+            for (verb, operation_id) in operations {
+                let link = LinkBuilder::new()
+                    .operation_id(operation_id)
+                    .parameter("id", "$response.body#/data/id")
+                    .description(format!("{verb} the created resource"))
+                    .build();
+                response.links.insert(format!("{verb}Created"), link.into());
+            }
+        }
+    }
 }
 
 /// Adds what every operation shares: the optional `X-Request-ID` request header,

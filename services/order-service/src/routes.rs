@@ -31,6 +31,7 @@ struct ApiDoc;
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut spec = <ApiDoc as utoipa::OpenApi>::openapi();
     platform::openapi::add_common_responses(&mut spec);
+    platform::openapi::add_links(&mut spec);
     spec
 }
 
