@@ -11,12 +11,16 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sea_orm::{DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm::{
+    DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QuerySelect, Select,
+    SqlxPostgresConnector, SqlxSqliteConnector,
+};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::config::{ConfigError, Env};
+use crate::extract::PageRequest;
 
 /// Where the data lives.
 #[derive(Debug, Clone)]
@@ -267,6 +271,29 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> DatabaseConnection {
                 .connect_lazy_with(options.clone()),
         ),
     }
+}
+
+/// One page of an (already filtered and ordered) query, and the total count of
+/// rows the filter matches.
+///
+/// # Errors
+/// When the database fails.
+pub async fn fetch_page<E>(
+    db: &DatabaseConnection,
+    query: Select<E>,
+    page: &PageRequest,
+) -> Result<(Vec<E::Model>, u64), DbErr>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+{
+    let total = query.clone().count(db).await?;
+    let rows = query
+        .limit(page.page_size)
+        .offset(page.offset())
+        .all(db)
+        .await?;
+    Ok((rows, total))
 }
 
 /// Applies pending migrations for whichever backend `db` is.

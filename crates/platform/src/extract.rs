@@ -7,7 +7,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
-use validator::{Validate, ValidationErrors};
+use validator::{Validate, ValidationError, ValidationErrors};
 
 use crate::error::{ApiError, FieldError};
 
@@ -128,6 +128,26 @@ fn strip_position(err: &serde_json::Error) -> String {
         Some(at) => text[..at].to_owned(),
         None => text,
     }
+}
+
+/// The rule for free-text identifiers (names, product ids): `min..=max` characters,
+/// no control characters, no leading or trailing whitespace. The OpenAPI schemas
+/// state the same rule as a `pattern`.
+pub fn validate_text(value: &str, min: usize, max: usize) -> Result<(), ValidationError> {
+    let chars = value.chars().count();
+    if !(min..=max).contains(&chars) {
+        return Err(ValidationError::new("length")
+            .with_message(format!("must be between {min} and {max} characters").into()));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new("control_characters")
+            .with_message("must not contain control characters".into()));
+    }
+    if value.trim() != value {
+        return Err(ValidationError::new("whitespace")
+            .with_message("must not start or end with whitespace".into()));
+    }
+    Ok(())
 }
 
 /// Turns `validator` errors into our field list, sorted so answers are stable.

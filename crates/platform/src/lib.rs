@@ -5,6 +5,7 @@
 //! It is a small library, not a framework: each service builds its own router and
 //! hands it to [`server::Platform::app`] for the common middleware stack.
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -219,3 +219,22 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
 }
+
+/// Asserts that the committed OpenAPI file (relative to the workspace root) is what
+/// the code generates, and says how to regenerate it when not.
+///
+/// # Panics
+/// When the file is missing, not JSON, or stale.
+pub fn assert_committed_spec(manifest_dir: &str, service: &str, spec: &utoipa::openapi::OpenApi) {
+    let relative = format!("docs/openapi/{service}.json");
+    let path = std::path::Path::new(manifest_dir)
+        .join("../..")
+        .join(&relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{relative}: {e}"));
+    let committed: Value = serde_json::from_str(&text).expect("committed spec is JSON");
+    let generated = serde_json::to_value(spec).expect("spec serializes");
+    assert!(
+        committed == generated,
+        "{relative} is stale: run `cargo run -q -p {service} -- --print-openapi > {relative}`"
+    );
+}

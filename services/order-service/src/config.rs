@@ -41,6 +41,16 @@ pub struct Config {
     pub verifier: VerifierSettings,
 }
 
+impl platform::cli::ServiceConfig for Config {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn database(&self) -> &DatabaseSettings {
+        &self.database
+    }
+}
+
 impl Config {
     /// Reads the process environment.
     ///

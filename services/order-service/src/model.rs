@@ -341,20 +341,7 @@ impl OrderFilter {
 }
 
 fn valid_product_id(product_id: &str) -> Result<(), ValidationError> {
-    let chars = product_id.chars().count();
-    if !(1..=64).contains(&chars) {
-        return Err(ValidationError::new("length")
-            .with_message("must be between 1 and 64 characters".into()));
-    }
-    if product_id.chars().any(char::is_control) {
-        return Err(ValidationError::new("control_characters")
-            .with_message("must not contain control characters".into()));
-    }
-    if product_id.trim() != product_id {
-        return Err(ValidationError::new("whitespace")
-            .with_message("must not start or end with whitespace".into()));
-    }
-    Ok(())
+    platform::extract::validate_text(product_id, 1, 64)
 }
 
 #[cfg(test)]

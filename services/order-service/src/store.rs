@@ -4,8 +4,8 @@
 use chrono::{SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use crate::model::{CreateOrderRequest, Order, OrderFilter, OrderStatus, order};
@@ -75,16 +75,11 @@ pub async fn list(
         // Exact match: bound as a value, so `%` or `'` are just characters.
         condition = condition.add(order::Column::ProductId.eq(product_id.clone()));
     }
-    let query = order::Entity::find().filter(condition);
-    let total = query.clone().count(db).await?;
-    let orders = query
+    let query = order::Entity::find()
+        .filter(condition)
         .order_by_desc(order::Column::CreatedAt)
-        .order_by_desc(order::Column::Id)
-        .limit(filter.page.page_size)
-        .offset(filter.page.offset())
-        .all(db)
-        .await?;
-    Ok((orders, total))
+        .order_by_desc(order::Column::Id);
+    Ok(platform::db::fetch_page(db, query, &filter.page).await?)
 }
 
 /// Moves an order to `next` if the state machine allows it from its current status.

@@ -13,6 +13,16 @@ pub struct Config {
     pub database: DatabaseSettings,
 }
 
+impl platform::cli::ServiceConfig for Config {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn database(&self) -> &DatabaseSettings {
+        &self.database
+    }
+}
+
 impl Config {
     /// Reads the process environment.
     ///

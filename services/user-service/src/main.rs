@@ -3,53 +3,22 @@
 
 use std::process::ExitCode;
 
-use tokio_util::sync::CancellationToken;
-use user_service::{Application, MIGRATIONS, config::Config};
+use platform::cli::ServiceMain;
+use user_service::{Application, MIGRATIONS, config::Config, routes};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("--print-openapi") {
-        println!(
-            "{}",
-            user_service::routes::openapi()
-                .to_pretty_json()
-                .expect("spec serializes")
-        );
-        return ExitCode::SUCCESS;
+    ServiceMain {
+        name: "user-service",
+        load_config: Config::from_env,
+        openapi: routes::openapi,
+        migrations: MIGRATIONS,
     }
-    platform::config::load_dotenv();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("user-service: configuration error: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    platform::telemetry::init(&config.http.log_level);
-    let result = match std::env::args().nth(1).as_deref() {
-        Some("migrate") => platform::db::connect_and_migrate(&config.database, MIGRATIONS)
+    .run(|config, shutdown| async move {
+        Application::build(config, shutdown)
+            .await?
+            .run_until_stopped()
             .await
-            .map(drop),
-        None => serve(config).await,
-        Some(other) => Err(anyhow::anyhow!(
-            "unknown command {other:?}; usage: user-service [migrate | --print-openapi]"
-        )),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "user-service failed");
-            eprintln!("user-service: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    tokio::spawn(platform::server::cancel_on_signal(shutdown.clone()));
-    Application::build(config, shutdown)
-        .await?
-        .run_until_stopped()
-        .await
+    })
+    .await
 }

@@ -170,20 +170,7 @@ fn valid_email(email: &str) -> Result<(), ValidationError> {
 }
 
 fn valid_name(name: &str) -> Result<(), ValidationError> {
-    let chars = name.chars().count();
-    if !(2..=100).contains(&chars) {
-        return Err(ValidationError::new("length")
-            .with_message("must be between 2 and 100 characters".into()));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ValidationError::new("control_characters")
-            .with_message("must not contain control characters".into()));
-    }
-    if name.trim() != name {
-        return Err(ValidationError::new("whitespace")
-            .with_message("must not start or end with whitespace".into()));
-    }
-    Ok(())
+    platform::extract::validate_text(name, 2, 100)
 }
 
 #[cfg(test)]

@@ -137,22 +137,12 @@ async fn delete_user(State(db): State<DatabaseConnection>, PathId(id): PathId) -
 
 #[cfg(test)]
 mod tests {
-    /// The committed spec is what the code generates; regenerate it with
-    /// `cargo run -q -p user-service -- --print-openapi > docs/openapi/user-service.json`.
     #[test]
     fn committed_openapi_spec_matches_the_code() {
-        let path = concat!(
+        platform::testing::assert_committed_spec(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../docs/openapi/user-service.json"
-        );
-        let committed: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(path).expect("docs/openapi/user-service.json exists"),
-        )
-        .expect("committed spec is JSON");
-        let generated = serde_json::to_value(super::openapi()).expect("spec serializes");
-        assert!(
-            committed == generated,
-            "docs/openapi/user-service.json is stale: run `cargo run -q -p user-service -- --print-openapi > docs/openapi/user-service.json`"
+            "user-service",
+            &super::openapi(),
         );
     }
 }

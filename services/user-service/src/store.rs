@@ -4,8 +4,8 @@
 use chrono::{SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, Set, SqlErr,
 };
 
 use crate::model::{UpdateUserRequest, User, UserFilter, normalize_email, user};
@@ -79,16 +79,11 @@ pub async fn list(
     if let Some(search) = &filter.search {
         condition = condition.add(matches_search(search));
     }
-    let query = user::Entity::find().filter(condition);
-    let total = query.clone().count(db).await?;
-    let users = query
+    let query = user::Entity::find()
+        .filter(condition)
         .order_by_desc(user::Column::CreatedAt)
-        .order_by_desc(user::Column::Id)
-        .limit(filter.page.page_size)
-        .offset(filter.page.offset())
-        .all(db)
-        .await?;
-    Ok((users, total))
+        .order_by_desc(user::Column::Id);
+    Ok(platform::db::fetch_page(db, query, &filter.page).await?)
 }
 
 /// `LOWER(name) LIKE '%term%' OR LOWER(email) LIKE …`, with `%`, `_` and `\` in
