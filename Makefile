@@ -1,10 +1,26 @@
 # Makefile: the contract's targets in Rust terms. `make help` lists them.
-CARGO ?= cargo
+# Every target is a thin wrapper: the command it runs is the one you would type.
+# See docs/OPERATIONS.md for the longer story (hot reload, containers, monitoring, Kubernetes).
 
-.PHONY: help build run run-user run-order test test-user test-order lint format vet deps clean
+CARGO ?= cargo
+DOCKER ?= docker
+# `docker compose` (v2 plugin) when it answers, else the standalone `docker-compose`.
+# Recursive (=) so it is only worked out by the targets that use it.
+COMPOSE ?= $(shell if $(DOCKER) compose version >/dev/null 2>&1; then echo "$(DOCKER) compose"; \
+	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
+
+.DEFAULT_GOAL := help
+.PHONY: help build run run-user run-order dev-user dev-order test test-user test-order \
+	lint format vet api-test deps install-tools docker-build docker-up docker-down docker-clean \
+	validate-ops clean require-docker require-compose require-bacon require-clippy \
+	require-rustfmt
 
 help: ## Show all available commands
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@awk 'BEGIN {FS = ":.*## "} \
+		/^## ---- / {t = $$0; gsub(/^## -+ | -+$$/, "", t); printf "\n%s:\n", t; next} \
+		/^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+## ---- Build and run -------------------------------------------------------
 
 build: ## Build all services (release)
 	$(CARGO) build --release --workspace
@@ -15,25 +31,111 @@ run: ## Run the whole system (both services) on the embedded default
 run-user: ## Run user service
 	$(CARGO) run --release -p user-service
 
+run-order: ## Run order service
+	$(CARGO) run --release -p order-service
+
+dev-user: require-bacon ## Run user service with hot reload (bacon, see bacon.toml)
+	bacon --headless user-service
+
+dev-order: require-bacon ## Run order service with hot reload (bacon, see bacon.toml)
+	bacon --headless order-service
+
+## ---- Quality -------------------------------------------------------------
+
 test: ## Run all tests (needs PostgreSQL on 127.0.0.1:5432, see README)
 	$(CARGO) test --workspace
 
 test-user: ## Run user service tests
 	$(CARGO) test -p user-service --locked
 
-lint: ## Run clippy with warnings as errors
+test-order: ## Run order service tests
+	$(CARGO) test -p order-service --locked
+
+lint: require-clippy ## Run clippy with warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-format: ## Format code
+format: require-rustfmt ## Format code
 	$(CARGO) fmt --all
 
-vet: ## cargo check + clippy
+vet: require-clippy ## cargo check + clippy
 	$(CARGO) check --workspace --all-targets
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+api-test: ## Contract fuzzing of both APIs with Schemathesis (scripts/api-test.sh)
+	bash scripts/api-test.sh
+
+validate-ops: ## Check monitoring, compose and Kubernetes files against live services
+	bash scripts/validate-ops.sh
+
+## ---- Dependencies and tools ----------------------------------------------
 
 deps: ## Download dependencies
 	$(CARGO) fetch
 
+install-tools: ## Install dev tools: bacon (hot reload, crates.io), clippy, rustfmt
+	@if command -v rustup >/dev/null 2>&1; then \
+		echo "rustup component add clippy rustfmt"; rustup component add clippy rustfmt; \
+	else \
+		echo "rustup not found: install clippy and rustfmt with your Rust toolchain's package manager"; \
+	fi
+	@if command -v bacon >/dev/null 2>&1; then \
+		echo "bacon already installed: $$(bacon --version)"; \
+	else \
+		echo "$(CARGO) install --locked bacon"; $(CARGO) install --locked bacon; \
+	fi
+	@echo "validate-ops installs its own tools (promtool from Debian's 'prometheus' package,"
+	@echo "PyYAML and kubernetes-validate from PyPI into a virtualenv) when they are missing."
+
+## ---- Containers ----------------------------------------------------------
+
+docker-build: require-docker ## Build both service images
+	$(DOCKER) build -t user-service:latest -f services/user-service/Dockerfile .
+	$(DOCKER) build -t order-service:latest -f services/order-service/Dockerfile .
+
+docker-up: require-compose ## Start Docker containers (services, databases, Prometheus, Grafana)
+	$(COMPOSE) up -d --build
+	@echo "user-service  http://localhost:8081   order-service http://localhost:8082"
+	@echo "prometheus    http://localhost:9090   grafana       http://localhost:3000 (admin/admin)"
+
+docker-down: require-compose ## Stop Docker containers
+	$(COMPOSE) down
+
+docker-clean: require-compose ## Remove all Docker resources (containers, volumes, built images)
+	$(COMPOSE) down --volumes --rmi local --remove-orphans
+
+## ---- Housekeeping --------------------------------------------------------
+
 clean: ## Clean build artifacts and the embedded databases
 	$(CARGO) clean
 	rm -rf data
+
+# ---- Tool checks: each says which tool is missing and how to get it. ----------
+
+require-docker:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { \
+		echo "error: '$(DOCKER)' not found. Install Docker Engine (https://docs.docker.com/engine/install/)"; \
+		echo "       or Docker Desktop, then retry. Without Docker use 'make run' (SQLite) instead."; \
+		exit 1; } >&2
+
+require-compose: require-docker
+	@test -n "$(COMPOSE)" || { \
+		echo "error: neither 'docker compose' (plugin) nor 'docker-compose' found."; \
+		echo "       Install the Compose plugin (Debian/Ubuntu: apt-get install docker-compose-plugin"; \
+		echo "       from Docker's apt repository) or 'apt-get install docker-compose'."; \
+		exit 1; } >&2
+
+require-bacon:
+	@command -v bacon >/dev/null 2>&1 || { \
+		echo "error: 'bacon' (hot reload) not found. Install it with 'make install-tools'"; \
+		echo "       or 'cargo install --locked bacon' (from crates.io)."; \
+		exit 1; } >&2
+
+require-clippy:
+	@$(CARGO) clippy --version >/dev/null 2>&1 || { \
+		echo "error: clippy not found. Install it with 'rustup component add clippy' (or 'make install-tools')."; \
+		exit 1; } >&2
+
+require-rustfmt:
+	@$(CARGO) fmt --version >/dev/null 2>&1 || { \
+		echo "error: rustfmt not found. Install it with 'rustup component add rustfmt' (or 'make install-tools')."; \
+		exit 1; } >&2
