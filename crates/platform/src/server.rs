@@ -98,6 +98,9 @@ impl Platform {
                 TraceLayer::new_for_http()
                     .make_span_with(telemetry::request_span(self.settings.service_name))
                     .on_request(())
+                    // ApiError already logs 5xx at the right level (a 503 is an outage
+                    // to note, not a bug); the response line below carries the status.
+                    .on_failure(())
                     .on_response(
                         DefaultOnResponse::new()
                             .level(tracing::Level::INFO)
