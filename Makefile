@@ -11,7 +11,7 @@ COMPOSE ?= $(shell if $(DOCKER) compose version >/dev/null 2>&1; then echo "$(DO
 
 .DEFAULT_GOAL := help
 .PHONY: help build run run-user run-order dev-user dev-order test test-user test-order \
-	lint format vet api-test deps install-tools docker-build docker-up docker-down docker-clean \
+	lint format vet api-test bench bench-smoke deps install-tools docker-build docker-up docker-down docker-clean \
 	validate-ops clean require-docker require-compose require-bacon require-clippy \
 	require-rustfmt
 
@@ -63,6 +63,12 @@ vet: require-clippy ## cargo check + clippy
 
 api-test: ## Contract fuzzing of both APIs with Schemathesis (scripts/api-test.sh)
 	bash scripts/api-test.sh
+
+bench: ## Benchmarks on PostgreSQL and SQLite, ratios to pgbench (docs/BENCHMARKS.md)
+	bash bench/run.sh
+
+bench-smoke: ## A few seconds per benchmark scenario, so the harness cannot rot (in CI)
+	bash bench/run.sh --smoke
 
 validate-ops: ## Check monitoring, compose and Kubernetes files against live services
 	bash scripts/validate-ops.sh

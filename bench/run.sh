@@ -1,0 +1,468 @@
+#!/usr/bin/env bash
+# Benchmarks user-service and order-service on this machine (issue 6).
+#
+#   bash bench/run.sh            full measurement: BENCH_RUNS runs (default 3), medians
+#   bash bench/run.sh --smoke    1 short run on 500 seeded rows; exits non-zero on any
+#                                error or a service that does not start (for CI)
+#
+# Settings (full mode; --smoke fixes runs, duration, warm-up and seed size):
+#   BENCH_RUNS=3  BENCH_DURATION=10 (seconds per scenario)  BENCH_WARMUP=2 (seconds)
+#   BENCH_CONNECTIONS=32  BENCH_THREADS=2  BENCH_SEED=10000 (users, and as many orders)
+#   BENCH_PGPORT=5432  BENCH_PGUSER=postgres  (PostgreSQL on 127.0.0.1, trust auth)
+#   BENCH_SKIP_BUILD=1 (use the binaries already built)  BENCH_KEEP_WORKDIR=1 (keep logs)
+#   BENCH_RESULTS_DIR=bench/results
+#
+# Each run: fresh PostgreSQL databases (random names, dropped at the end), both
+# services started on them (rate limiter off, info logs to a file), seeded
+# through the API, then every scenario driven by wrk at fixed duration and
+# concurrency, pgbench with the equivalent SQL on the same database, and the
+# GET/POST user scenarios again on a fresh SQLite file. bench/bench.py parses,
+# aggregates and renders; docs/BENCHMARKS.md explains the figures.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+cd "$ROOT"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+py() { python3 "$BENCH/bench.py" "$@"; }
+seconds_of() { # "10", "10s" -> 10
+    local v=${1%s}
+    [[ $v =~ ^[0-9]+$ ]] || die "expected whole seconds, got '$1'"
+    echo "$v"
+}
+
+MODE=full
+for arg in "$@"; do
+    case $arg in
+        --smoke) MODE=smoke ;;
+        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$arg' (try --help)" ;;
+    esac
+done
+
+THREADS=${BENCH_THREADS:-2}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+if [[ $MODE == smoke ]]; then
+    RUNS=1 DURATION=2 WARMUP=0 SEED=500
+else
+    RUNS=${BENCH_RUNS:-3}
+    DURATION=$(seconds_of "${BENCH_DURATION:-10}")
+    WARMUP=$(seconds_of "${BENCH_WARMUP:-2}")
+    SEED=${BENCH_SEED:-10000}
+fi
+[[ $RUNS =~ ^[1-9][0-9]*$ && $SEED =~ ^[1-9][0-9]*$ && $THREADS =~ ^[1-9][0-9]*$ &&
+    $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS, BENCH_SEED, BENCH_THREADS, BENCH_CONNECTIONS must be positive integers"
+((CONNECTIONS >= THREADS)) || die "BENCH_CONNECTIONS must be at least BENCH_THREADS"
+((DURATION >= 1)) || die "BENCH_DURATION must be at least 1 second"
+
+# Only ever loopback.
+export PGHOST=127.0.0.1 PGPORT=${BENCH_PGPORT:-5432} PGUSER=${BENCH_PGUSER:-postgres}
+PG_URL_BASE="postgres://$PGUSER@127.0.0.1:$PGPORT"
+# The breaker trips when at least half of the calls in its sliding window
+# (CIRCUIT_BREAKER_INTERVAL) failed. A short window lets it trip on the first
+# failures once user-service is stopped, instead of after as many failures as
+# the previous minute had successes; a long timeout keeps it open throughout
+# the scenario.
+BREAKER_INTERVAL=2   # seconds
+BREAKER_TIMEOUT=300  # seconds
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS_DIR=${BENCH_RESULTS_DIR:-$BENCH/results}
+OUT_BASE=$RESULTS_DIR/$STAMP
+[[ $MODE == smoke ]] && OUT_BASE=$RESULTS_DIR/$STAMP-smoke
+
+# ---------------------------------------------------------------------------
+# tools
+
+ensure_wrk() {
+    command -v wrk >/dev/null 2>&1 && return
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    log "wrk not found: apt-get install -y wrk"
+    if ! "${sudo[@]}" apt-get install -y wrk >&2; then
+        log "install failed; apt-get update, then retry"
+        "${sudo[@]}" apt-get update >&2
+        "${sudo[@]}" apt-get install -y wrk >&2
+    fi
+    command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
+}
+ensure_wrk
+for tool in pgbench psql curl python3 cargo; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+pg_isready -q -h 127.0.0.1 -p "$PGPORT" 2>/dev/null ||
+    psql -qAtc 'select 1' postgres >/dev/null ||
+    die "PostgreSQL is not answering on 127.0.0.1:$PGPORT"
+
+# ---------------------------------------------------------------------------
+# build
+
+BUILD_SECONDS=0
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+    log "cargo build --release -p user-service -p order-service"
+    build_start=$SECONDS
+    cargo build --release --quiet -p user-service -p order-service
+    BUILD_SECONDS=$((SECONDS - build_start))
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
+USER_BIN=$TARGET_DIR/release/user-service
+ORDER_BIN=$TARGET_DIR/release/order-service
+[[ -x $USER_BIN && -x $ORDER_BIN ]] || die "release binaries not found under $TARGET_DIR/release"
+
+# ---------------------------------------------------------------------------
+# state and cleanup
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
+DB_PREFIX=bench_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+declare -A PIDS=()  # service key (user-service@postgres) -> pid
+declare -A PEAK=()  # service key -> highest VmHWM seen (KiB)
+declare -A URLS=()  # service key -> base URL
+DBS=()
+HWM_RESET=true
+
+# run_child command...: runs it in the background and waits, so that a signal to
+# this script interrupts the wait at once (cleanup then stops the child).
+CHILD=
+run_child() {
+    local rc=0
+    "$@" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=
+    return "$rc"
+}
+
+alive() { # pid: running and not a zombie
+    [[ -r /proc/$1/status ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+proc_kib() { # pid field -> KiB (VmRSS, VmHWM)
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || true
+}
+
+sample_peak() { # key: fold the current VmHWM into PEAK
+    local key=$1 pid=${PIDS[$1]:-} v
+    [[ -n $pid ]] || return 0
+    v=$(proc_kib "$pid" VmHWM)
+    [[ -n $v ]] || return 0
+    ((v > ${PEAK[$key]:-0})) && PEAK[$key]=$v
+    return 0
+}
+
+reset_peak() { # key: start a new peak window (VmHWM := VmRSS)
+    local pid=${PIDS[$1]}
+    sample_peak "$1"
+    echo 5 2>/dev/null >"/proc/$pid/clear_refs" || HWM_RESET=false
+}
+
+stop_service() { # key
+    local key=$1 pid=${PIDS[$1]:-} i
+    [[ -n $pid ]] || return 0
+    sample_peak "$key"
+    [[ -n ${RUN_JSON:-} && ${PEAK[$key]:-0} -gt 0 ]] &&
+        py set "$RUN_JSON" "services.$key.peak_rss_kib=${PEAK[$key]}"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 200; i++)); do # up to 10 s (SHUTDOWN_TIMEOUT is 5 s)
+        alive "$pid" || break
+        sleep 0.05
+    done
+    alive "$pid" && { log "$key (pid $pid) did not stop: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
+    unset "PIDS[$key]"
+}
+
+drop_databases() {
+    local db
+    for db in "${DBS[@]}"; do
+        psql -qX -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" postgres >/dev/null 2>&1 ||
+            log "could not drop database $db"
+    done
+    DBS=()
+}
+
+show_logs() {
+    local f
+    for f in "$WORK"/*.log; do
+        [[ -e $f ]] || continue
+        log "---- last lines of $(basename "$f")"
+        tail -n 15 "$f" >&2 || true
+    done
+}
+
+# The script's own stdout and stderr, for cleanup: a signal can arrive while a
+# redirected command (run_child ... >file) is running.
+exec 3>&1 4>&2
+
+cleanup() {
+    local rc=$?
+    local key
+    exec 1>&3 2>&4
+    if [[ -n ${CHILD:-} ]]; then kill -TERM "$CHILD" 2>/dev/null || true; fi
+    for key in "${!PIDS[@]}"; do stop_service "$key"; done
+    drop_databases
+    # On failure (not on Ctrl-C or SIGTERM), the end of each service log still present.
+    if ((rc != 0 && rc != 130 && rc != 143)) && [[ -d $WORK ]]; then show_logs; fi
+    if [[ ${BENCH_KEEP_WORKDIR:-0} == 1 ]]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
+# services
+
+create_database() { # name
+    psql -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$1\"" postgres >/dev/null
+    DBS+=("$1")
+}
+
+# start_service key port binary VAR=value... : spawn with only these variables
+# (plus PATH and HOME), time it to a passing /health/ready, record idle RSS.
+start_service() {
+    local key=$1 port=$2 bin=$3 out pid ms idle
+    shift 3
+    if ! out=$(env -i PATH="$PATH" HOME="${HOME:-/root}" "$@" \
+        python3 "$BENCH/bench.py" launch --log "$WORK/r$RUN-$key.log" --cwd "$WORK" \
+        --url "http://127.0.0.1:$port/health/ready" --timeout 60 -- "$bin"); then
+        die "$key failed to start (log: r$RUN-$key.log)"
+    fi
+    read -r pid ms <<<"$out"
+    PIDS[$key]=$pid
+    PEAK[$key]=0
+    URLS[$key]=http://127.0.0.1:$port
+    sleep 0.3 # let start-up work settle; no requests yet
+    idle=$(proc_kib "$pid" VmRSS)
+    py set "$RUN_JSON" "services.$key.start_to_ready_ms=$ms" "services.$key.idle_rss_kib=$idle" \
+        "services.$key.pid=$pid"
+    log "$key ready in $ms ms (pid $pid, idle RSS $((idle / 1024)) MiB)"
+}
+
+common_env() { # PREFIX port database-url
+    echo "$1_HOST=127.0.0.1" "$1_PORT=$2" "$1_DATABASE_URL=$3" "$1_RATE_LIMIT=0" \
+        "$1_LOG_LEVEL=info" "$1_SHUTDOWN_TIMEOUT=5"
+}
+
+circuit() { py get-json "${URLS[order-service@postgres]}/health" info.user_service_circuit; }
+
+# seed kind count base-url backend [users]: POSTs through the API with curl -Z,
+# then checks every answer was 201 and the list endpoint's meta.total_count.
+seed() {
+    local kind=$1 count=$2 base=$3 backend=$4 users=${5:-1} cfg codes start created total ms
+    cfg=$WORK/seed-$kind.cfg codes=$WORK/seed-$kind.codes
+    py seed-config --kind "$kind" --count "$count" --users "$users" --base "$base" --out "$cfg"
+    start=$(date +%s%N)
+    run_child timeout 600 curl -sS -Z --parallel-max 16 -K "$cfg" >"$codes" 2>"$codes.err" || true
+    ms=$((($(date +%s%N) - start) / 1000000))
+    created=$(grep -c '^201$' "$codes" || true)
+    if [[ $created != "$count" ]]; then
+        log "seeding $kind: $created of $count created; answers:"
+        sort "$codes" | uniq -c >&2
+        sort "$codes.err" | uniq -c | sort -rn | head -n 5 >&2
+        die "seeding $kind failed"
+    fi
+    total=$(py get-json "$base/api/v1/$kind?page_size=1" meta.total_count)
+    [[ $total == "$count" ]] || die "seeding $kind: meta.total_count is $total, expected $count"
+    py set "$RUN_JSON" "seed.$backend.$kind=$count" "seed.$backend.${kind}_ms=$ms"
+    log "seeded $count $kind on $backend in $ms ms (meta.total_count = $total)"
+}
+
+# ---------------------------------------------------------------------------
+# load
+
+# run_wrk scenario base-url script "svc1 svc2" [script args...]
+# Warm-up (BENCH_WARMUP s), then the measured run; the script gets the phase
+# (w or m) as its last argument. EXTRA (array) adds fields to the record.
+run_wrk() {
+    local scenario=$1 url=$2 script=$BENCH/lua/$3 svcs=$4 svc fields=() logf
+    shift 4
+    for svc in $svcs; do reset_peak "$svc"; done
+    fields+=("loadavg_1m=$(cut -d' ' -f1 /proc/loadavg)")
+    if ((WARMUP > 0)); then
+        run_child timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 5s \
+            -s "$script" "$url" -- "$@" w >"$WORK/r$RUN-$scenario.warmup.out" 2>&1 ||
+            log "$scenario: warm-up wrk exited non-zero"
+    fi
+    logf=$WORK/r$RUN-$scenario.out
+    run_child timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s \
+        -s "$script" "$url" -- "$@" m >"$logf" 2>&1 || log "$scenario: wrk exited non-zero"
+    for svc in $svcs; do
+        fields+=("peak_rss_kib.${svc%@*}=$(proc_kib "${PIDS[$svc]}" VmHWM)")
+        sample_peak "$svc"
+    done
+    py wrk-record "$RUN_JSON" "$scenario" "$logf" "${fields[@]}" "${EXTRA[@]}"
+}
+
+# The transport pgbench must use to be compared fairly: the one the service's
+# own pool uses. libpq's default (sslmode=prefer) negotiates TLS when the server
+# offers it, while a service built without a TLS feature connects in plain text;
+# on this machine TLS alone costs pgbench about a quarter of its select TPS.
+# Sets PGBENCH_SSLMODE to require or disable.
+match_service_transport() { # database application_name
+    local tls
+    tls=$(psql -qXAt -c "SELECT coalesce(bool_or(s.ssl), false) FROM pg_stat_ssl s
+        JOIN pg_stat_activity a USING (pid) WHERE a.datname = '$1' AND a.application_name = '$2'" postgres)
+    if [[ $tls == t ]]; then PGBENCH_SSLMODE=require; else PGBENCH_SSLMODE=disable; fi
+    py set "$RUN_JSON" "service_db_tls=$([[ $tls == t ]] && echo true || echo false)" \
+        "pgbench_sslmode=$PGBENCH_SSLMODE"
+}
+PGBENCH_SSLMODE=disable
+
+# run_pgbench scenario database sql-file [pgbench -D options...]
+run_pgbench() {
+    local scenario=$1 db=$2 sql=$BENCH/sql/$3 rc=0 logf
+    shift 3
+    local base=(env PGSSLMODE="$PGBENCH_SSLMODE" pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" "$@" -f "$sql")
+    if ((WARMUP > 0)); then
+        run_child timeout $((WARMUP + 60)) "${base[@]}" -T "$WARMUP" -D tag="r${RUN}w" "$db" \
+            >"$WORK/r$RUN-$scenario.warmup.out" 2>&1 || log "$scenario: warm-up pgbench exited non-zero"
+    fi
+    logf=$WORK/r$RUN-$scenario.out
+    run_child timeout $((DURATION + 60)) "${base[@]}" -T "$DURATION" -D tag="r${RUN}m" "$db" >"$logf" 2>&1 || rc=$?
+    ((rc == 0)) || { log "$scenario: pgbench exited $rc:"; tail -n 5 "$logf" >&2; }
+    py pgbench-record "$RUN_JSON" "$scenario" "$logf" "$rc" "loadavg_1m=$(cut -d' ' -f1 /proc/loadavg)"
+}
+
+# With user-service stopped: let the successes leave the breaker's window, then
+# POST orders (each still answered 201, unverified) until the breaker reports
+# open; at most 20. Prints the status codes.
+open_breaker() {
+    local i
+    sleep "$((BREAKER_INTERVAL + 1))"
+    for ((i = 0; i < 20; i++)); do
+        curl -s -o /dev/null -w '%{http_code} ' --max-time 5 -H 'Content-Type: application/json' \
+            -d '{"user_id":1,"product_id":"SKU-1","quantity":1,"total_price":9.99}' \
+            "${URLS[order-service@postgres]}/api/v1/orders" || true
+        [[ $(circuit 2>/dev/null) == open ]] && break
+    done
+}
+
+# ---------------------------------------------------------------------------
+# one run
+
+one_run() {
+    RUN_JSON=$WORK/run-$RUN.json
+    py set "$RUN_JSON" "run=$RUN" "loadavg_start=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+    local udb=${DB_PREFIX}_r${RUN}_users odb=${DB_PREFIX}_r${RUN}_orders uport oport sport
+    local U=user-service@postgres O=order-service@postgres S=user-service@sqlite
+    EXTRA=()
+
+    # --- PostgreSQL
+    create_database "$udb"
+    create_database "$odb"
+    uport=$(py free-port)
+    # shellcheck disable=SC2046 # common_env's words are VAR=value pairs without spaces
+    start_service "$U" "$uport" "$USER_BIN" $(common_env USER_SERVICE "$uport" "$PG_URL_BASE/$udb")
+    oport=$(py free-port)
+    # shellcheck disable=SC2046
+    start_service "$O" "$oport" "$ORDER_BIN" $(common_env ORDER_SERVICE "$oport" "$PG_URL_BASE/$odb") \
+        "ORDER_SERVICE_USER_SERVICE_URL=${URLS[$U]}" "CIRCUIT_BREAKER_TIMEOUT=$BREAKER_TIMEOUT" "CIRCUIT_BREAKER_INTERVAL=$BREAKER_INTERVAL"
+
+    seed users "$SEED" "${URLS[$U]}" postgres
+    seed orders "$SEED" "${URLS[$O]}" postgres "$SEED"
+    sample_peak "$U"
+    sample_peak "$O"
+
+    log "run $RUN/$RUNS: PostgreSQL scenarios (wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, warm-up ${WARMUP}s)"
+    run_wrk pg_get_user "${URLS[$U]}" get_user.lua "$U" "$SEED"
+    match_service_transport "$udb" user-service
+    run_pgbench pgbench_select "$udb" select_user.sql -D users="$SEED"
+    run_wrk pg_list_users "${URLS[$U]}" list_users.lua "$U"
+    run_wrk pg_post_user "${URLS[$U]}" post_user.lua "$U" "r$RUN"
+    run_pgbench pgbench_insert "$udb" insert_user.sql -D n=0
+    run_wrk pg_get_order "${URLS[$O]}" get_order.lua "$U $O" "$SEED"
+
+    EXTRA=("breaker_before=$(circuit)")
+    run_wrk pg_post_order "${URLS[$O]}" post_order.lua "$U $O" "$SEED"
+    py set "$RUN_JSON" "scenarios.pg_post_order.breaker_after=$(circuit)"
+
+    # user-service away: the first calls fail (connection refused) and open the
+    # breaker, which stays open for BREAKER_TIMEOUT s; orders are still created.
+    stop_service "$U"
+    log "user-service stopped; opening the breaker: $(open_breaker)"
+    EXTRA=("breaker_before=$(circuit)")
+    [[ ${EXTRA[0]} == breaker_before=open ]] || log "WARNING: breaker is ${EXTRA[0]#*=}, expected open"
+    run_wrk pg_post_order_breaker_open "${URLS[$O]}" post_order.lua "$O" "$SEED"
+    py set "$RUN_JSON" "scenarios.pg_post_order_breaker_open.breaker_after=$(circuit)"
+    EXTRA=()
+    stop_service "$O"
+    drop_databases
+
+    # --- SQLite (fresh file)
+    sport=$(py free-port)
+    # shellcheck disable=SC2046
+    start_service "$S" "$sport" "$USER_BIN" $(common_env USER_SERVICE "$sport" "sqlite:$WORK/r$RUN-users.db")
+    seed users "$SEED" "${URLS[$S]}" sqlite
+    sample_peak "$S"
+    log "run $RUN/$RUNS: SQLite scenarios"
+    run_wrk sqlite_get_user "${URLS[$S]}" get_user.lua "$S" "$SEED"
+    run_wrk sqlite_post_user "${URLS[$S]}" post_user.lua "$S" "r${RUN}s"
+    stop_service "$S"
+    rm -f "$WORK/r$RUN-users.db"*
+
+    py set "$RUN_JSON" "loadavg_end=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+    # Service logs can reach hundreds of MiB per run; keep them only when asked.
+    [[ ${BENCH_KEEP_WORKDIR:-0} == 1 ]] || rm -f "$WORK"/r"$RUN"-*.log
+}
+
+# ---------------------------------------------------------------------------
+# machine facts, runs, report
+
+MACHINE=$WORK/machine.json
+git_commit() {
+    local c
+    c=$(GIT_OPTIONAL_LOCKS=0 git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null) || { echo unknown; return; }
+    if ! GIT_OPTIONAL_LOCKS=0 git -C "$ROOT" diff --quiet HEAD -- Cargo.toml Cargo.lock src crates services 2>/dev/null; then
+        c="$c (service sources differ from this commit)"
+    fi
+    echo "$c"
+}
+mem_kib=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)
+py set "$MACHINE" \
+    "nproc=$(nproc)" \
+    "cpu_model=\"$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)\"" \
+    "memory=\"$(awk -v k="$mem_kib" 'BEGIN { printf "%.1f GiB", k / 1048576 }')\"" \
+    "kernel=\"$(uname -sr) $(uname -m)\"" \
+    "postgres_version=\"$(psql -qXAtc 'show server_version' postgres)\"" \
+    "wrk_version=\"$({ wrk -v 2>&1 || true; } | head -n 1)\"" \
+    "pgbench_version=\"$(pgbench --version)\"" \
+    "rustc_version=\"$(rustc --version 2>/dev/null || echo unknown)\"" \
+    "git_commit=\"$(git_commit)\"" \
+    "postgres_settings=\"$(psql -qXAt -F= -R', ' -c "SELECT name, current_setting(name)
+        FROM pg_settings WHERE name IN ('shared_buffers', 'max_connections', 'fsync', 'synchronous_commit',
+        'autovacuum', 'ssl') ORDER BY name" postgres)\"" \
+    "settings.mode=$MODE" "settings.runs=$RUNS" "settings.threads=$THREADS" \
+    "settings.connections=$CONNECTIONS" "settings.duration_s=$DURATION" "settings.warmup_s=$WARMUP" \
+    "settings.seed_users=$SEED" "settings.seed_orders=$SEED" \
+    "settings.circuit_breaker_timeout_s=$BREAKER_TIMEOUT" \
+    "settings.circuit_breaker_interval_s=$BREAKER_INTERVAL" "settings.build_seconds=$BUILD_SECONDS"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+log "$MODE mode: $RUNS run(s); uptime:$(uptime | sed 's/.*load/ load/')"
+bench_start=$SECONDS
+RUN_FILES=()
+for ((RUN = 1; RUN <= RUNS; RUN++)); do
+    log "=== run $RUN/$RUNS"
+    one_run
+    RUN_FILES+=("$WORK/run-$RUN.json")
+done
+py set "$MACHINE" "loadavg=\"$LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)\"" \
+    "settings.hwm_reset=$HWM_RESET" "settings.measure_seconds=$((SECONDS - bench_start))"
+
+mkdir -p "$RESULTS_DIR"
+report_rc=0
+py report --mode "$MODE" --stamp "$STAMP" --machine "$MACHINE" --out-base "$OUT_BASE" "${RUN_FILES[@]}" ||
+    report_rc=$?
+log "measurement took $((SECONDS - bench_start)) s (build $BUILD_SECONDS s)"
+log "results: ${OUT_BASE#"$ROOT"/}.json and .md"
+case $report_rc in
+    0) ;;
+    3) die "some scenarios had errors (see the errors column; BENCH_KEEP_WORKDIR=1 keeps the service logs)" ;;
+    *) die "report failed ($report_rc)" ;;
+esac
