@@ -102,6 +102,9 @@ impl<T: Serialize> IntoResponse for ApiResponse<T> {
     }
 }
 
+/// What a handler returns: a successful answer or an error, both in the envelope.
+pub type ApiResult<T> = Result<ApiResponse<T>, ApiError>;
+
 /// Every way a request can fail. The doc comment of each variant states its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

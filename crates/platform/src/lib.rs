@@ -19,5 +19,5 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::{ApiError, ApiResponse, FieldError, PageMeta};
+pub use error::{ApiError, ApiResponse, ApiResult, FieldError, PageMeta};
 pub use extract::{ApiJson, PageRequest, PathId, QueryParams, RequestId};

@@ -235,9 +235,6 @@ pub struct UpdateOrderRequest {
     pub status: OrderStatus,
 }
 
-/// The user as embedded in an order answer.
-pub type EmbeddedUser = RemoteUser;
-
 /// An order as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderResponse {
@@ -275,7 +272,7 @@ impl From<Order> for OrderResponse {
 pub struct OrderWithUser {
     #[serde(flatten)]
     pub order: OrderResponse,
-    pub user: Option<EmbeddedUser>,
+    pub user: Option<RemoteUser>,
 }
 
 /// `GET /api/v1/orders?page&page_size&user_id&status&product_id`, validated.

@@ -12,7 +12,7 @@ use crate::service::{embedded_user, place_order};
 use crate::store;
 use crate::user_client::UserClient;
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
-use platform::{ApiError, ApiJson, ApiResponse, PathId, QueryParams, RequestId};
+use platform::{ApiJson, ApiResponse, ApiResult, PathId, QueryParams, RequestId};
 
 /// The OpenAPI document, generated from the handlers and types below.
 #[derive(utoipa::OpenApi)]
@@ -53,8 +53,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-type Answer<T> = Result<ApiResponse<T>, ApiError>;
-
 /// Create an order for an active user. If user-service cannot answer, the order
 /// is still created with `user: null` and `user_verified: false`.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CreateOrderRequest,
@@ -67,7 +65,7 @@ async fn create_order(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
     ApiJson(request): ApiJson<CreateOrderRequest>,
-) -> Answer<OrderWithUser> {
+) -> ApiResult<OrderWithUser> {
     let (order, user) = place_order(&state.db, &state.users, &request, request_id).await?;
     tracing::info!(
         order_id = order.id,
@@ -92,7 +90,7 @@ async fn get_order(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
     PathId(id): PathId,
-) -> Answer<OrderWithUser> {
+) -> ApiResult<OrderWithUser> {
     let order = store::find(&state.db, id).await?;
     let user = embedded_user(&state.users, order.user_id, request_id).await;
     Ok(ApiResponse::ok(OrderWithUser {
@@ -120,7 +118,7 @@ async fn get_order(
 async fn list_orders(
     State(state): State<AppState>,
     query: QueryParams,
-) -> Answer<Vec<OrderResponse>> {
+) -> ApiResult<Vec<OrderResponse>> {
     let filter = OrderFilter::from_query(&query)?;
     let (orders, total) = store::list(&state.db, &filter).await?;
     let orders = orders.into_iter().map(OrderResponse::from).collect();
@@ -142,7 +140,7 @@ async fn update_order(
     State(state): State<AppState>,
     PathId(id): PathId,
     ApiJson(request): ApiJson<UpdateOrderRequest>,
-) -> Answer<OrderResponse> {
+) -> ApiResult<OrderResponse> {
     let order = store::change_status(&state.db, id, request.status).await?;
     tracing::info!(order_id = id, status = %order.status, "order status set");
     Ok(ApiResponse::ok(order.into()))
@@ -156,7 +154,7 @@ async fn update_order(
         (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
         (status = 404, description = "No live order has this id", body = ErrorEnvelope),
     ))]
-async fn delete_order(State(state): State<AppState>, PathId(id): PathId) -> Answer<Deleted> {
+async fn delete_order(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Deleted> {
     store::soft_delete(&state.db, id).await?;
     tracing::info!(order_id = id, "order deleted");
     Ok(ApiResponse::ok(Deleted {

@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 use crate::model::{CreateUserRequest, UpdateUserRequest, UserFilter, UserResponse};
 use crate::store;
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
-use platform::{ApiError, ApiJson, ApiResponse, PathId, QueryParams};
+use platform::{ApiError, ApiJson, ApiResponse, ApiResult, PathId, QueryParams};
 
 /// The OpenAPI document, generated from the handlers and types below.
 #[derive(utoipa::OpenApi)]
@@ -42,8 +42,6 @@ pub fn router(db: DatabaseConnection) -> Router {
         .with_state(db)
 }
 
-type Answer<T> = Result<ApiResponse<T>, ApiError>;
-
 /// Create a user.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
     responses(
@@ -54,7 +52,7 @@ type Answer<T> = Result<ApiResponse<T>, ApiError>;
 async fn create_user(
     State(db): State<DatabaseConnection>,
     ApiJson(request): ApiJson<CreateUserRequest>,
-) -> Answer<UserResponse> {
+) -> ApiResult<UserResponse> {
     // The range rule has already held age to 1..=150.
     let age =
         i32::try_from(request.age).map_err(|_| ApiError::invalid_field("age", "out of range"))?;
@@ -74,7 +72,7 @@ async fn create_user(
 async fn get_user(
     State(db): State<DatabaseConnection>,
     PathId(id): PathId,
-) -> Answer<UserResponse> {
+) -> ApiResult<UserResponse> {
     Ok(ApiResponse::ok(store::find(&db, id).await?.into()))
 }
 
@@ -93,7 +91,7 @@ async fn get_user(
 async fn list_users(
     State(db): State<DatabaseConnection>,
     query: QueryParams,
-) -> Answer<Vec<UserResponse>> {
+) -> ApiResult<Vec<UserResponse>> {
     let filter = UserFilter::from_query(&query)?;
     let (users, total) = store::list(&db, &filter).await?;
     let users = users.into_iter().map(UserResponse::from).collect();
@@ -112,7 +110,7 @@ async fn update_user(
     State(db): State<DatabaseConnection>,
     PathId(id): PathId,
     ApiJson(changes): ApiJson<UpdateUserRequest>,
-) -> Answer<UserResponse> {
+) -> ApiResult<UserResponse> {
     let user = store::update(&db, id, &changes).await?;
     tracing::info!(user_id = id, "user updated");
     Ok(ApiResponse::ok(user.into()))
@@ -126,7 +124,10 @@ async fn update_user(
         (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
         (status = 404, description = "No live user has this id", body = ErrorEnvelope),
     ))]
-async fn delete_user(State(db): State<DatabaseConnection>, PathId(id): PathId) -> Answer<Deleted> {
+async fn delete_user(
+    State(db): State<DatabaseConnection>,
+    PathId(id): PathId,
+) -> ApiResult<Deleted> {
     store::soft_delete(&db, id).await?;
     tracing::info!(user_id = id, "user deleted");
     Ok(ApiResponse::ok(Deleted {
