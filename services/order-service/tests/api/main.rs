@@ -1,6 +1,8 @@
 //! One integration-test binary for order-service: real HTTP between real services,
 //! on SQLite and on PostgreSQL.
 
+mod abuse;
+mod faults;
 mod helpers;
 mod orders;
 mod resilience;

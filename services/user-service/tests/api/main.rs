@@ -1,6 +1,8 @@
 //! One integration-test binary for user-service: real HTTP against the real
 //! service, on SQLite and on PostgreSQL.
 
+mod abuse;
+mod faults;
 mod helpers;
 mod operations;
 mod users;

@@ -1,0 +1,1 @@
+//! Faults with real processes, real PostgreSQL and real HTTP: outages, restarts, shutdown.
