@@ -1,31 +1,45 @@
-//! Backend selection (PostgreSQL or embedded SQLite), connecting with retry, and migrations.
+//! Backend selection (PostgreSQL or embedded SQLite), connecting with retry,
+//! migrations, and the one query interface the stores use for both backends.
 //!
-//! Pools are built with sqlx directly (so pool size, acquire timeout and SQLite
-//! pragmas are explicit) and then handed to SeaORM, which gives one query code
-//! path for both backends. Migrations are plain SQL per backend, embedded in the
-//! binary by `sqlx::migrate!`; sqlx holds a PostgreSQL advisory lock while it
-//! migrates, so replicas starting together apply each migration exactly once.
+//! PostgreSQL goes through tokio-postgres with a deadpool pool: every statement is
+//! prepared once per connection and cached, and a checkout costs no round trip
+//! (a connection whose socket died is noticed as closed and replaced). We moved off
+//! sqlx for PostgreSQL because its pool pings the server on every release (and,
+//! by default, on every acquire): three round trips per one-query request, which
+//! capped GET throughput at a seventh of what PostgreSQL serves (docs/BENCHMARKS.md).
+//! SQLite stays on sqlx, where a ping is an in-process call.
+//!
+//! Stores write plain SQL with `$1`-style placeholders, which both backends accept,
+//! bind values through [`SqlParam`] and read columns through [`Row::get`].
+//! Migrations are plain SQL per backend, embedded by `sqlx::migrate!` and applied
+//! over one short-lived sqlx connection; sqlx holds a PostgreSQL advisory lock while
+//! it migrates, so replicas starting together apply each migration exactly once.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sea_orm::{
-    DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QuerySelect, Select,
-    SqlxPostgresConnector, SqlxSqliteConnector,
-};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Arguments, Sqlite};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
 
 use crate::config::{ConfigError, Env};
+use crate::error::ApiError;
 use crate::extract::PageRequest;
 
 /// Where the data lives.
 #[derive(Debug, Clone)]
 pub enum DatabaseTarget {
-    Postgres(PgConnectOptions),
+    Postgres(tokio_postgres::Config),
     Sqlite(SqliteConnectOptions),
 }
 
@@ -40,11 +54,11 @@ impl DatabaseTarget {
     /// Host, port and database (never the password), or the SQLite file.
     pub fn describe(&self) -> String {
         match self {
-            Self::Postgres(o) => format!(
+            Self::Postgres(c) => format!(
                 "{}:{}/{}",
-                o.get_host(),
-                o.get_port(),
-                o.get_database().unwrap_or("")
+                postgres_host(c),
+                c.get_ports().first().copied().unwrap_or(5432),
+                c.get_dbname().unwrap_or("")
             ),
             Self::Sqlite(o) => o.get_filename().display().to_string(),
         }
@@ -79,15 +93,15 @@ impl DatabaseSettings {
         let target = if let Some(url) = env.raw("DATABASE_URL") {
             parse_url(env, &url, service_name)?
         } else if POSTGRES_PART_VARIABLES.iter().any(|v| env.raw(v).is_some()) {
-            DatabaseTarget::Postgres(
-                PgConnectOptions::new()
-                    .host(&env.raw("DB_HOST").unwrap_or_else(|| "localhost".into()))
-                    .port(env.parse_or("DB_PORT", 5432)?)
-                    .username(&env.raw("DB_USER").unwrap_or_else(|| "postgres".into()))
-                    .password(&env.raw("DB_PASSWORD").unwrap_or_else(|| "postgres".into()))
-                    .database(&env.raw("DB_NAME").unwrap_or_else(|| default_db_name.into()))
-                    .application_name(service_name),
-            )
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host(env.raw("DB_HOST").unwrap_or_else(|| "localhost".into()))
+                .port(env.parse_or("DB_PORT", 5432)?)
+                .user(env.raw("DB_USER").unwrap_or_else(|| "postgres".into()))
+                .password(env.raw("DB_PASSWORD").unwrap_or_else(|| "postgres".into()))
+                .dbname(env.raw("DB_NAME").unwrap_or_else(|| default_db_name.into()))
+                .application_name(service_name);
+            DatabaseTarget::Postgres(config)
         } else {
             DatabaseTarget::Sqlite(sqlite_options(
                 SqliteConnectOptions::new()
@@ -113,14 +127,16 @@ impl DatabaseSettings {
 
 fn parse_url(env: &Env<'_>, url: &str, service_name: &str) -> Result<DatabaseTarget, ConfigError> {
     let shown = redact_password(url);
-    let invalid = |e: sqlx::Error| env.invalid("DATABASE_URL", &shown, e.to_string());
+    let invalid = |e: &dyn std::fmt::Display| env.invalid("DATABASE_URL", &shown, e.to_string());
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let options = PgConnectOptions::from_str(url).map_err(invalid)?;
-        Ok(DatabaseTarget::Postgres(
-            options.application_name(service_name),
-        ))
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| invalid(&e))?;
+        if config.get_hosts().is_empty() {
+            return Err(invalid(&"the URL names no host"));
+        }
+        config.application_name(service_name);
+        Ok(DatabaseTarget::Postgres(config))
     } else if url.starts_with("sqlite:") {
-        let options = SqliteConnectOptions::from_str(url).map_err(invalid)?;
+        let options = SqliteConnectOptions::from_str(url).map_err(|e| invalid(&e))?;
         Ok(DatabaseTarget::Sqlite(sqlite_options(options)))
     } else {
         Err(env.invalid(
@@ -163,27 +179,349 @@ pub struct Migrations {
     pub sqlite: &'static Migrator,
 }
 
+/// A service's database: a pool on either backend. Cheap to clone.
+#[derive(Clone)]
+pub enum Database {
+    Postgres(Pool),
+    Sqlite(SqlitePool),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Postgres(_) => "Database::Postgres",
+            Self::Sqlite(_) => "Database::Sqlite",
+        })
+    }
+}
+
+/// Why a statement failed, sorted by what the caller should answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot serve right now (down, restarting, pool exhausted): a 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique index refused the row; only the caller knows which field collided.
+    #[error("unique constraint violated: {0}")]
+    UniqueViolation(String),
+    /// Anything else is a bug in a query or a schema: a 500.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Unavailable(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Self::ServiceUnavailable("database is unavailable, retry later".to_owned())
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let text = err.to_string();
+        match err.code() {
+            Some(code) if *code == SqlState::UNIQUE_VIOLATION => Self::UniqueViolation(text),
+            // 08xxx connection exceptions, 57P0x operator intervention (shutdown,
+            // crash, cannot connect now), 53xxx insufficient resources.
+            Some(code)
+                if ["08", "57P0", "53"]
+                    .iter()
+                    .any(|class| code.code().starts_with(class)) =>
+            {
+                Self::Unavailable(text)
+            }
+            Some(_) => Self::Other(text),
+            // No SQLSTATE: the connection broke, was refused or timed out.
+            None if err.is_closed() || source_is_io(&err) => Self::Unavailable(text),
+            None => Self::Other(text),
+        }
+    }
+}
+
+fn source_is_io(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        match err {
+            deadpool_postgres::PoolError::Backend(err) => err.into(),
+            // Timed out waiting for a free connection or creating one, or closed.
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        let text = err.to_string();
+        match &err {
+            sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+                Self::UniqueViolation(text)
+            }
+            // SQLITE_BUSY / SQLITE_LOCKED: the busy timeout ran out behind a writer.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6")) => {
+                Self::Unavailable(text)
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(text),
+            _ => Self::Other(text),
+        }
+    }
+}
+
+/// A value bound to a `$n` placeholder on either backend. Implemented for every
+/// type both drivers can encode (integers, bool, strings, timestamps, options).
+///
+/// Hand-written because no crate binds one parameter list to both tokio-postgres
+/// and sqlx; it is two one-line adapters.
+pub trait SqlParam: Sync {
+    fn as_postgres(&self) -> &(dyn ToSql + Sync);
+    /// # Errors
+    /// When sqlx cannot encode the value.
+    fn bind_sqlite(&self, arguments: &mut SqliteArguments) -> Result<(), sqlx::error::BoxDynError>;
+}
+
+impl<T> SqlParam for T
+where
+    T: ToSql + Sync + for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
+    fn as_postgres(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+
+    fn bind_sqlite(&self, arguments: &mut SqliteArguments) -> Result<(), sqlx::error::BoxDynError> {
+        arguments.add(self)
+    }
+}
+
+/// One result row from either backend.
+pub enum Row {
+    Postgres(tokio_postgres::Row),
+    Sqlite(SqliteRow),
+}
+
+impl Row {
+    /// The value of a column by name.
+    ///
+    /// # Errors
+    /// When the column is missing or of another type: a bug, reported as such.
+    pub fn get<T>(&self, column: &str) -> Result<T, DbError>
+    where
+        T: for<'a> FromSql<'a> + for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+    {
+        match self {
+            Self::Postgres(row) => row.try_get(column).map_err(DbError::from),
+            Self::Sqlite(row) => sqlx::Row::try_get(row, column).map_err(DbError::from),
+        }
+    }
+}
+
+impl Database {
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Every row the statement returns.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn query(&self, sql: &str, params: &[&dyn SqlParam]) -> Result<Vec<Row>, DbError> {
+        match self {
+            Self::Postgres(pool) => {
+                let client = pool.get().await?;
+                let statement = client.prepare_cached(sql).await?;
+                let rows = client.query(&statement, &postgres_params(params)).await?;
+                Ok(rows.into_iter().map(Row::Postgres).collect())
+            }
+            Self::Sqlite(pool) => {
+                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), sqlite_params(params)?)
+                    .fetch_all(pool)
+                    .await?;
+                Ok(rows.into_iter().map(Row::Sqlite).collect())
+            }
+        }
+    }
+
+    /// The first row, if any.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn query_opt(&self, sql: &str, params: &[&dyn SqlParam]) -> Result<Option<Row>, DbError> {
+        match self {
+            Self::Postgres(pool) => {
+                let client = pool.get().await?;
+                let statement = client.prepare_cached(sql).await?;
+                let row = client.query_opt(&statement, &postgres_params(params)).await?;
+                Ok(row.map(Row::Postgres))
+            }
+            Self::Sqlite(pool) => {
+                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), sqlite_params(params)?)
+                    .fetch_optional(pool)
+                    .await?;
+                Ok(row.map(Row::Sqlite))
+            }
+        }
+    }
+
+    /// Exactly one row (an aggregate, an `INSERT … RETURNING`).
+    ///
+    /// # Errors
+    /// See [`DbError`]; no row is a bug.
+    pub async fn query_one(&self, sql: &str, params: &[&dyn SqlParam]) -> Result<Row, DbError> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| DbError::Other(format!("expected one row from: {sql}")))
+    }
+
+    /// Runs a statement and returns how many rows it changed.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn execute(&self, sql: &str, params: &[&dyn SqlParam]) -> Result<u64, DbError> {
+        match self {
+            Self::Postgres(pool) => {
+                let client = pool.get().await?;
+                let statement = client.prepare_cached(sql).await?;
+                Ok(client.execute(&statement, &postgres_params(params)).await?)
+            }
+            Self::Sqlite(pool) => Ok(
+                sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), sqlite_params(params)?)
+                    .execute(pool)
+                    .await?
+                    .rows_affected(),
+            ),
+        }
+    }
+
+    /// Closes every pooled connection (at shutdown).
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close(),
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// One round trip to the database.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.query_one("SELECT 1 AS one", &[]).await.map(drop)
+    }
+}
+
+fn postgres_params<'a>(params: &'a [&'a dyn SqlParam]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_postgres()).collect()
+}
+
+fn sqlite_params(params: &[&dyn SqlParam]) -> Result<SqliteArguments, DbError> {
+    let mut arguments = SqliteArguments::default();
+    for param in params {
+        param
+            .bind_sqlite(&mut arguments)
+            .map_err(|e| DbError::Other(format!("cannot encode a parameter: {e}")))?;
+    }
+    Ok(arguments)
+}
+
+/// The `WHERE` clause of a listing whose filters are optional: each condition is
+/// added with its value, and its `?` becomes the next `$n` placeholder.
+pub struct Filter<'a> {
+    conditions: Vec<String>,
+    params: Vec<&'a dyn SqlParam>,
+}
+
+impl<'a> Filter<'a> {
+    /// Starts with a condition that always applies (e.g. `deleted_at IS NULL`).
+    pub fn new(always: &str) -> Self {
+        Self {
+            conditions: vec![always.to_owned()],
+            params: Vec::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn and(mut self, condition: &str, value: &'a dyn SqlParam) -> Self {
+        self.params.push(value);
+        let placeholder = format!("${}", self.params.len());
+        self.conditions.push(condition.replace('?', &placeholder));
+        self
+    }
+}
+
+/// One page of `SELECT columns FROM table WHERE filter ORDER BY order_by`, and the
+/// number of rows the filter matches. The count costs a second statement only
+/// when the page cannot tell it (a full page, or an empty page past the first).
+///
+/// # Errors
+/// See [`DbError`].
+pub async fn fetch_page(
+    db: &Database,
+    columns: &str,
+    table: &str,
+    filter: Filter<'_>,
+    order_by: &str,
+    page: &PageRequest,
+) -> Result<(Vec<Row>, u64), DbError> {
+    let where_clause = filter.conditions.join(" AND ");
+    // Both fit: page_size is at most 100 and the offset is capped at i64::MAX.
+    let limit = i64::try_from(page.page_size).unwrap_or(i64::MAX);
+    let offset = i64::try_from(page.offset()).unwrap_or(i64::MAX);
+    let mut params = filter.params.clone();
+    params.extend([&limit as &dyn SqlParam, &offset]);
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE {where_clause} ORDER BY {order_by} LIMIT ${} OFFSET ${}",
+        params.len() - 1,
+        params.len()
+    );
+    let rows = db.query(&sql, &params).await?;
+    let fetched = rows.len() as u64;
+    if fetched > 0 && fetched < page.page_size {
+        return Ok((rows, page.offset() + fetched));
+    }
+    if fetched == 0 && page.offset() == 0 {
+        return Ok((rows, 0));
+    }
+    let count = format!("SELECT COUNT(*) AS total FROM {table} WHERE {where_clause}");
+    let total: i64 = db.query_one(&count, &filter.params).await?.get("total")?;
+    Ok((rows, u64::try_from(total).unwrap_or(0)))
+}
+
 /// Opens the pool (retrying an unreachable PostgreSQL with backoff until the
 /// startup timeout) and applies pending migrations.
 pub async fn connect_and_migrate(
     settings: &DatabaseSettings,
     migrations: Migrations,
-) -> anyhow::Result<DatabaseConnection> {
+) -> anyhow::Result<Database> {
     let db = connect_with_retry(settings).await?;
-    migrate(&db, migrations).await?;
+    migrate(settings, &db, migrations).await?;
     Ok(db)
 }
 
-async fn connect_with_retry(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+async fn connect_with_retry(settings: &DatabaseSettings) -> anyhow::Result<Database> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(200);
     let mut attempt = 1u32;
     loop {
-        let attempt_result = match probe(&settings.target).await {
-            Ok(()) => connect(settings).await,
-            Err(err) => Err(err),
-        };
-        match attempt_result {
+        match connect(settings).await {
             Ok(db) => {
                 tracing::info!(
                     backend = settings.target.backend_name(),
@@ -214,57 +552,59 @@ async fn connect_with_retry(settings: &DatabaseSettings) -> anyhow::Result<Datab
     }
 }
 
-/// One direct connection, closed at once: unlike a pool timeout, its error says
-/// why the database cannot be reached (refused, unknown host, bad password).
-async fn probe(target: &DatabaseTarget) -> anyhow::Result<()> {
-    use sqlx::{ConnectOptions, Connection};
-    if let DatabaseTarget::Postgres(options) = target {
-        options.connect().await?.close().await?;
+/// Opens the pool and proves it with one connection, without retry. The error of
+/// a direct connect says why the database cannot be reached (refused, unknown
+/// host, bad password), where a pool would only report a timeout.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Database> {
+    if let DatabaseTarget::Postgres(config) = &settings.target {
+        let (client, connection) = config.connect(NoTls).await?;
+        drop(client);
+        connection.await?;
     }
-    Ok(())
-}
-
-/// Opens the pool once, without retry.
-pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
-    match &settings.target {
-        DatabaseTarget::Postgres(options) => {
-            let pool = PgPoolOptions::new()
-                .max_connections(settings.max_connections)
-                .acquire_timeout(settings.acquire_timeout)
-                .connect_with(options.clone())
-                .await?;
-            Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
-        }
-        DatabaseTarget::Sqlite(options) => {
-            if let Some(dir) = options
-                .get_filename()
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create directory {}", dir.display()))?;
-            }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(settings.max_connections)
-                .acquire_timeout(settings.acquire_timeout)
-                .connect_with(options.clone())
-                .await?;
-            Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+    if let DatabaseTarget::Sqlite(options) = &settings.target {
+        if let Some(dir) = options
+            .get_filename()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
         }
     }
+    let db = connect_lazy(settings);
+    db.ping().await?;
+    Ok(db)
 }
 
 /// A pool that connects on first use: for tests that need a database that is
 /// down from the start.
-pub fn connect_lazy(settings: &DatabaseSettings) -> DatabaseConnection {
+pub fn connect_lazy(settings: &DatabaseSettings) -> Database {
     match &settings.target {
-        DatabaseTarget::Postgres(options) => SqlxPostgresConnector::from_sqlx_postgres_pool(
-            PgPoolOptions::new()
-                .max_connections(settings.max_connections)
-                .acquire_timeout(settings.acquire_timeout)
-                .connect_lazy_with(options.clone()),
-        ),
-        DatabaseTarget::Sqlite(options) => SqlxSqliteConnector::from_sqlx_sqlite_pool(
+        DatabaseTarget::Postgres(config) => {
+            let mut config = config.clone();
+            config.connect_timeout(settings.acquire_timeout);
+            let manager = Manager::from_config(
+                config,
+                NoTls,
+                // Fast: a checkout only looks at whether the socket is still open, no
+                // round trip. After a database restart the old connections are closed
+                // and get replaced on their next checkout.
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Database::Postgres(
+                Pool::builder(manager)
+                    .max_size(settings.max_connections as usize)
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(settings.acquire_timeout))
+                    .create_timeout(Some(settings.acquire_timeout))
+                    .recycle_timeout(Some(settings.acquire_timeout))
+                    .build()
+                    .expect("a pool with a runtime and a size builds"),
+            )
+        }
+        DatabaseTarget::Sqlite(options) => Database::Sqlite(
             SqlitePoolOptions::new()
                 .max_connections(settings.max_connections)
                 .acquire_timeout(settings.acquire_timeout)
@@ -273,46 +613,67 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> DatabaseConnection {
     }
 }
 
-/// One page of an (already filtered and ordered) query, and the total count of
-/// rows the filter matches.
-///
-/// # Errors
-/// When the database fails.
-pub async fn fetch_page<E>(
-    db: &DatabaseConnection,
-    query: Select<E>,
-    page: &PageRequest,
-) -> Result<(Vec<E::Model>, u64), DbErr>
-where
-    E: EntityTrait,
-    E::Model: Sync,
-{
-    let total = query.clone().count(db).await?;
-    let rows = query
-        .limit(page.page_size)
-        .offset(page.offset())
-        .all(db)
-        .await?;
-    Ok((rows, total))
-}
-
 /// Applies pending migrations for whichever backend `db` is.
-pub async fn migrate(db: &DatabaseConnection, migrations: Migrations) -> anyhow::Result<()> {
-    match db.get_database_backend() {
-        sea_orm::DatabaseBackend::Postgres => migrations
-            .postgres
-            .run(db.get_postgres_connection_pool())
-            .await
-            .context("applying PostgreSQL migrations")?,
-        sea_orm::DatabaseBackend::Sqlite => migrations
+pub async fn migrate(
+    settings: &DatabaseSettings,
+    db: &Database,
+    migrations: Migrations,
+) -> anyhow::Result<()> {
+    match (&settings.target, db) {
+        (DatabaseTarget::Postgres(config), _) => {
+            use sqlx::Connection;
+            let mut connection = sqlx::PgConnection::connect_with(&migration_options(config))
+                .await
+                .context("connecting to apply PostgreSQL migrations")?;
+            migrations
+                .postgres
+                .run(&mut connection)
+                .await
+                .context("applying PostgreSQL migrations")?;
+            connection.close().await?;
+        }
+        (DatabaseTarget::Sqlite(_), Database::Sqlite(pool)) => migrations
             .sqlite
-            .run(db.get_sqlite_connection_pool())
+            .run(pool)
             .await
             .context("applying SQLite migrations")?,
-        other => anyhow::bail!("unsupported database backend {other:?}"),
+        (DatabaseTarget::Sqlite(_), Database::Postgres(_)) => {
+            anyhow::bail!("settings name SQLite but the pool is PostgreSQL")
+        }
     }
     tracing::info!("database migrations applied");
     Ok(())
+}
+
+/// sqlx (which runs the migrations) takes its own options; same server and role.
+fn migration_options(config: &tokio_postgres::Config) -> PgConnectOptions {
+    let mut options = PgConnectOptions::new()
+        .port(config.get_ports().first().copied().unwrap_or(5432))
+        .application_name(config.get_application_name().unwrap_or("migrations"));
+    options = match config.get_hosts().first() {
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => options.socket(path),
+        _ => options.host(&postgres_host(config)),
+    };
+    if let Some(user) = config.get_user() {
+        options = options.username(user);
+    }
+    if let Some(password) = config.get_password() {
+        options = options.password(&String::from_utf8_lossy(password));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        options = options.database(dbname);
+    }
+    options
+}
+
+fn postgres_host(config: &tokio_postgres::Config) -> String {
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    }
 }
 
 #[cfg(test)]

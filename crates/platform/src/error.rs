@@ -6,7 +6,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sea_orm::{DbErr, RuntimeErr};
 use serde::Serialize;
 
 /// Pagination metadata of a list response.
@@ -232,54 +231,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<DbErr> for ApiError {
-    /// Unavailability of the database is a 503; anything else is a bug (500).
-    /// Constraint violations are mapped to 409 where the query runs, because only
-    /// the caller knows which field collided.
-    fn from(err: DbErr) -> Self {
-        if is_unavailable(&err) {
-            tracing::warn!(error = %err, "database unavailable");
-            Self::ServiceUnavailable("database is unavailable, retry later".to_owned())
-        } else {
-            Self::Internal(err.into())
-        }
-    }
-}
-
-/// True when the error means "the database cannot serve right now" rather than
-/// "this query is wrong": pool exhausted or closed, connection lost, server shutting down.
-pub fn is_unavailable(err: &DbErr) -> bool {
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            is_unavailable_sqlx(e)
-        }
-        _ => false,
-    }
-}
-
-fn is_unavailable_sqlx(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08xxx connection exceptions, 57P0x operator intervention (shutdown,
-            // crash, cannot connect now), 53xxx insufficient resources (PostgreSQL);
-            // 5/6 are SQLITE_BUSY/SQLITE_LOCKED (busy timeout exhausted).
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || code.starts_with("53")
-                || code == "5"
-                || code == "6"
-        }),
-        _ => false,
-    }
-}
-
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (
@@ -346,13 +297,6 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
-    }
-
-    #[test]
-    fn pool_timeout_counts_as_unavailable_but_a_type_error_does_not() {
-        let timeout = DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::PoolTimedOut.into()));
-        assert!(is_unavailable(&timeout));
-        assert!(!is_unavailable(&DbErr::Type("bad".into())));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sea_orm::DatabaseConnection;
+use crate::db::Database;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,7 @@ pub type HealthInfo = Arc<dyn Fn() -> Value + Send + Sync>;
 #[derive(Clone)]
 pub struct HealthState {
     pub service: &'static str,
-    pub db: DatabaseConnection,
+    pub db: Database,
     /// Cancelled on shutdown: readiness fails so load balancers drain us first.
     pub shutdown: CancellationToken,
     pub info: Option<HealthInfo>,

@@ -12,7 +12,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Router};
-use sea_orm::DatabaseConnection;
+use crate::db::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -60,7 +60,7 @@ impl Platform {
     /// The service's API routes plus health and metrics, wrapped in the middleware
     /// stack. Outermost first: request id, trace log, request-id echo, CORS,
     /// metrics, panic recovery, rate limit, timeout, body limit.
-    pub fn app(&self, api: Router, db: DatabaseConnection, info: Option<HealthInfo>) -> Router {
+    pub fn app(&self, api: Router, db: Database, info: Option<HealthInfo>) -> Router {
         let health = HealthState {
             service: self.settings.service_name,
             db,

@@ -13,7 +13,7 @@ pub mod verify;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
+use platform::db::Database;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,7 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// A bound, ready-to-run order-service.
 pub struct Application {
     server: Server,
-    db: DatabaseConnection,
+    db: Database,
     verifier: Verifier,
     shutdown: CancellationToken,
 }
@@ -54,7 +54,7 @@ impl Application {
     /// When the port cannot be bound.
     pub async fn with_database(
         config: Config,
-        db: DatabaseConnection,
+        db: Database,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let platform = Platform::new(config.http, shutdown.clone());
@@ -93,7 +93,7 @@ impl Application {
         self.server.local_addr()
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
+    pub fn db(&self) -> &Database {
         &self.db
     }
 
@@ -107,7 +107,7 @@ impl Application {
         let served = self.server.run_until_stopped().await;
         self.shutdown.cancel();
         let _ = verifier.await;
-        self.db.close().await?;
+        self.db.close().await;
         Ok(served?)
     }
 }

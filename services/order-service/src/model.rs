@@ -11,41 +11,55 @@ use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
 use crate::user_client::RemoteUser;
+use platform::db::{DbError, Row};
 use platform::{ApiError, FieldError, PageRequest, QueryParams};
 
-/// The `orders` table.
-pub mod order {
-    use sea_orm::entity::prelude::*;
-
-    use super::OrderStatus;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "orders")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub user_id: i64,
-        pub product_id: String,
-        pub quantity: i32,
-        /// Money as integer cents: exact on every backend.
-        pub total_price_cents: i64,
-        pub status: OrderStatus,
-        /// False while user-service could not confirm the user; the verifier settles it.
-        pub user_verified: bool,
-        /// Why the system changed the status on its own (e.g. "user not found").
-        pub status_reason: Option<String>,
-        pub created_at: DateTimeUtc,
-        pub updated_at: DateTimeUtc,
-        pub deleted_at: Option<DateTimeUtc>,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
+/// A row of the `orders` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub id: i64,
+    pub user_id: i64,
+    pub product_id: String,
+    pub quantity: i32,
+    /// Money as integer cents: exact on every backend.
+    pub total_price_cents: i64,
+    pub status: OrderStatus,
+    /// False while user-service could not confirm the user; the verifier settles it.
+    pub user_verified: bool,
+    /// Why the system changed the status on its own (e.g. "user not found").
+    pub status_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
-pub use order::Model as Order;
+impl Order {
+    /// The columns [`Order::from_row`] reads, for `SELECT` and `RETURNING`.
+    pub const COLUMNS: &str = "id, user_id, product_id, quantity, total_price_cents, status, \
+        user_verified, status_reason, created_at, updated_at, deleted_at";
+
+    /// # Errors
+    /// When a column is missing, of another type, or the status is not one of
+    /// the five (the table's CHECK makes that a schema bug).
+    pub fn from_row(row: &Row) -> Result<Self, DbError> {
+        let status: String = row.get("status")?;
+        Ok(Self {
+            id: row.get("id")?,
+            user_id: row.get("user_id")?,
+            product_id: row.get("product_id")?,
+            quantity: row.get("quantity")?,
+            total_price_cents: row.get("total_price_cents")?,
+            status: status
+                .parse()
+                .map_err(|()| DbError::Other(format!("unknown order status {status:?}")))?,
+            user_verified: row.get("user_verified")?,
+            status_reason: row.get("status_reason")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+            deleted_at: row.get("deleted_at")?,
+        })
+    }
+}
 
 /// Where an order is in its life. Stored as lower-case text.
 #[derive(
@@ -57,22 +71,14 @@ pub use order::Model as Order;
     Hash,
     Serialize,
     Deserialize,
-    sea_orm::EnumIter,
-    sea_orm::DeriveActiveEnum,
     ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
-#[sea_orm(rs_type = "String", db_type = "Text")]
 pub enum OrderStatus {
-    #[sea_orm(string_value = "pending")]
     Pending,
-    #[sea_orm(string_value = "confirmed")]
     Confirmed,
-    #[sea_orm(string_value = "shipped")]
     Shipped,
-    #[sea_orm(string_value = "delivered")]
     Delivered,
-    #[sea_orm(string_value = "cancelled")]
     Cancelled,
 }
 

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use sea_orm::DatabaseConnection;
+use platform::db::Database;
 
 use crate::model::{
     CreateOrderRequest, OrderFilter, OrderResponse, OrderStatus, OrderWithUser, UpdateOrderRequest,
@@ -38,7 +38,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: DatabaseConnection,
+    pub db: Database,
     pub users: UserClient,
 }
 

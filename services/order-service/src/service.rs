@@ -1,6 +1,6 @@
 //! Order creation and reading, where the order store and user-service meet.
 
-use sea_orm::DatabaseConnection;
+use platform::db::Database;
 
 use crate::model::{CreateOrderRequest, Order};
 use crate::store;
@@ -15,7 +15,7 @@ use platform::ApiError;
 /// # Errors
 /// 404 when the user does not exist, 400 when the user is inactive, or a database error.
 pub async fn place_order(
-    db: &DatabaseConnection,
+    db: &Database,
     users: &UserClient,
     request: &CreateOrderRequest,
     request_id: Option<String>,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use prometheus::{IntCounterVec, Opts};
-use sea_orm::DatabaseConnection;
+use platform::db::Database;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::VerifierSettings;
@@ -23,7 +23,7 @@ use platform::metrics::Metrics;
 /// Counts outcomes per order: `verified`, `cancelled`, `deferred`.
 #[derive(Clone)]
 pub struct Verifier {
-    db: DatabaseConnection,
+    db: Database,
     users: UserClient,
     settings: VerifierSettings,
     results: IntCounterVec,
@@ -40,7 +40,7 @@ pub struct SweepReport {
 impl Verifier {
     /// Registers `order_service_order_verifications_total{result}` in `metrics`.
     pub fn new(
-        db: DatabaseConnection,
+        db: Database,
         users: UserClient,
         settings: VerifierSettings,
         metrics: &Metrics,

@@ -10,7 +10,7 @@ pub mod store;
 
 use std::net::SocketAddr;
 
-use sea_orm::DatabaseConnection;
+use platform::db::Database;
 use tokio_util::sync::CancellationToken;
 
 use config::Config;
@@ -26,7 +26,7 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// A bound, ready-to-run user-service.
 pub struct Application {
     server: Server,
-    db: DatabaseConnection,
+    db: Database,
 }
 
 impl Application {
@@ -45,7 +45,7 @@ impl Application {
     /// When the port cannot be bound.
     pub async fn with_database(
         config: Config,
-        db: DatabaseConnection,
+        db: Database,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let platform = Platform::new(config.http, shutdown);
@@ -59,7 +59,7 @@ impl Application {
         self.server.local_addr()
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
+    pub fn db(&self) -> &Database {
         &self.db
     }
 
@@ -69,7 +69,7 @@ impl Application {
     /// When serving fails fatally.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.run_until_stopped().await?;
-        self.db.close().await?;
+        self.db.close().await;
         Ok(())
     }
 }

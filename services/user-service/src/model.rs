@@ -5,33 +5,41 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::{Validate, ValidationError};
 
+use platform::db::{DbError, Row};
 use platform::{ApiError, FieldError, PageRequest, QueryParams};
 
-/// The `users` table.
-pub mod user {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "users")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub email: String,
-        pub name: String,
-        pub age: i32,
-        pub active: bool,
-        pub created_at: DateTimeUtc,
-        pub updated_at: DateTimeUtc,
-        pub deleted_at: Option<DateTimeUtc>,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
+/// A row of the `users` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub age: i32,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
-pub use user::Model as User;
+impl User {
+    /// The columns [`User::from_row`] reads, for `SELECT` and `RETURNING`.
+    pub const COLUMNS: &str = "id, email, name, age, active, created_at, updated_at, deleted_at";
+
+    /// # Errors
+    /// When a column is missing or of another type (a schema bug).
+    pub fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.get("id")?,
+            email: row.get("email")?,
+            name: row.get("name")?,
+            age: row.get("age")?,
+            active: row.get("active")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+            deleted_at: row.get("deleted_at")?,
+        })
+    }
+}
 
 /// `POST /api/v1/users`
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]

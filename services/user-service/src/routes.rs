@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use sea_orm::DatabaseConnection;
+use platform::db::Database;
 
 use crate::model::{CreateUserRequest, UpdateUserRequest, UserFilter, UserResponse};
 use crate::store;
@@ -32,7 +32,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The user API routes, without the platform's middleware.
-pub fn router(db: DatabaseConnection) -> Router {
+pub fn router(db: Database) -> Router {
     Router::new()
         .route("/api/v1/users", post(create_user).get(list_users))
         .route(
@@ -50,7 +50,7 @@ pub fn router(db: DatabaseConnection) -> Router {
         (status = 409, description = "A live user already has this email", body = ErrorEnvelope),
     ))]
 async fn create_user(
-    State(db): State<DatabaseConnection>,
+    State(db): State<Database>,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> ApiResult<UserResponse> {
     // The range rule has already held age to 1..=150.
@@ -70,7 +70,7 @@ async fn create_user(
         (status = 404, description = "No live user has this id", body = ErrorEnvelope),
     ))]
 async fn get_user(
-    State(db): State<DatabaseConnection>,
+    State(db): State<Database>,
     PathId(id): PathId,
 ) -> ApiResult<UserResponse> {
     Ok(ApiResponse::ok(store::find(&db, id).await?.into()))
@@ -89,7 +89,7 @@ async fn get_user(
         (status = 400, description = "A query parameter is invalid (named)", body = ErrorEnvelope),
     ))]
 async fn list_users(
-    State(db): State<DatabaseConnection>,
+    State(db): State<Database>,
     query: QueryParams,
 ) -> ApiResult<Vec<UserResponse>> {
     let filter = UserFilter::from_query(&query)?;
@@ -107,7 +107,7 @@ async fn list_users(
         (status = 404, description = "No live user has this id", body = ErrorEnvelope),
     ))]
 async fn update_user(
-    State(db): State<DatabaseConnection>,
+    State(db): State<Database>,
     PathId(id): PathId,
     ApiJson(changes): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<UserResponse> {
@@ -125,7 +125,7 @@ async fn update_user(
         (status = 404, description = "No live user has this id", body = ErrorEnvelope),
     ))]
 async fn delete_user(
-    State(db): State<DatabaseConnection>,
+    State(db): State<Database>,
     PathId(id): PathId,
 ) -> ApiResult<Deleted> {
     store::soft_delete(&db, id).await?;

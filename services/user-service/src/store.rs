@@ -1,15 +1,13 @@
-//! SQL for users: plain async functions on the connection, one code path for
+//! SQL for users: plain async functions on the database, one statement text for
 //! PostgreSQL and SQLite. Every query sees live rows only (`deleted_at IS NULL`).
 
-use chrono::{SubsecRound, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, Set, SqlErr,
-};
+use std::sync::LazyLock;
 
-use crate::model::{UpdateUserRequest, User, UserFilter, normalize_email, user};
+use chrono::{SubsecRound, Utc};
 use platform::ApiError;
+use platform::db::{Database, DbError, Filter, fetch_page};
+
+use crate::model::{UpdateUserRequest, User, UserFilter, normalize_email};
 
 /// Timestamps at microsecond precision, which both backends store exactly.
 fn now() -> chrono::DateTime<Utc> {
@@ -20,135 +18,134 @@ fn not_found(id: i64) -> ApiError {
     ApiError::NotFound(format!("user {id} not found"))
 }
 
-/// Maps a unique-index violation to 409 here, where we know it was the email.
-fn conflict_on_duplicate_email(err: DbErr, email: &str) -> ApiError {
-    match err.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => {
-            ApiError::Conflict(format!("a user with email {email} already exists"))
-        }
-        _ => err.into(),
-    }
-}
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO users (email, name, age, active, created_at, updated_at) \
+         VALUES ($1, $2, $3, TRUE, $4, $4) RETURNING {}",
+        User::COLUMNS
+    )
+});
+
+static FIND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM users WHERE id = $1 AND deleted_at IS NULL",
+        User::COLUMNS
+    )
+});
+
+/// Absent fields keep their value (`COALESCE` with a NULL parameter), so one
+/// statement serves every combination of changes.
+static UPDATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE users SET name = COALESCE($2, name), age = COALESCE($3, age), \
+         active = COALESCE($4, active), updated_at = $5 \
+         WHERE id = $1 AND deleted_at IS NULL RETURNING {}",
+        User::COLUMNS
+    )
+});
+
+const SOFT_DELETE: &str = "UPDATE users SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
 
 /// Inserts a user; the partial unique index decides duplicates, so two racing
 /// requests cannot both win.
-#[tracing::instrument(skip_all)]
-pub async fn insert(
-    db: &DatabaseConnection,
-    email: &str,
-    name: &str,
-    age: i32,
-) -> Result<User, ApiError> {
+pub async fn insert(db: &Database, email: &str, name: &str, age: i32) -> Result<User, ApiError> {
     let email = normalize_email(email);
-    let at = now();
-    user::ActiveModel {
-        email: Set(email.clone()),
-        name: Set(name.to_owned()),
-        age: Set(age),
-        active: Set(true),
-        created_at: Set(at),
-        updated_at: Set(at),
-        deleted_at: Set(None),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .map_err(|e| conflict_on_duplicate_email(e, &email))
+    let row = db
+        .query_one(&INSERT, &[&email, &name, &age, &now()])
+        .await
+        .map_err(|err| match err {
+            DbError::UniqueViolation(_) => {
+                ApiError::Conflict(format!("a user with email {email} already exists"))
+            }
+            other => other.into(),
+        })?;
+    Ok(User::from_row(&row)?)
 }
 
 /// The live user with this id.
-#[tracing::instrument(skip(db))]
-pub async fn find(db: &DatabaseConnection, id: i64) -> Result<User, ApiError> {
-    user::Entity::find_by_id(id)
-        .filter(user::Column::DeletedAt.is_null())
-        .one(db)
-        .await?
-        .ok_or_else(|| not_found(id))
+pub async fn find(db: &Database, id: i64) -> Result<User, ApiError> {
+    match db.query_opt(&FIND, &[&id]).await? {
+        Some(row) => Ok(User::from_row(&row)?),
+        None => Err(not_found(id)),
+    }
 }
 
 /// One page of live users, newest first, and the total matching the filter.
-#[tracing::instrument(skip(db))]
-pub async fn list(
-    db: &DatabaseConnection,
-    filter: &UserFilter,
-) -> Result<(Vec<User>, u64), ApiError> {
-    let mut condition = Condition::all().add(user::Column::DeletedAt.is_null());
-    if let Some(active) = filter.active {
-        condition = condition.add(user::Column::Active.eq(active));
+pub async fn list(db: &Database, filter: &UserFilter) -> Result<(Vec<User>, u64), ApiError> {
+    let pattern = filter.search.as_deref().map(like_pattern);
+    let mut conditions = Filter::new("deleted_at IS NULL");
+    if let Some(active) = &filter.active {
+        conditions = conditions.and("active = ?", active);
     }
-    if let Some(search) = &filter.search {
-        condition = condition.add(matches_search(search));
+    if let Some(pattern) = &pattern {
+        conditions = conditions.and(
+            r"(LOWER(name) LIKE ? ESCAPE '\' OR LOWER(email) LIKE ? ESCAPE '\')",
+            pattern,
+        );
     }
-    let query = user::Entity::find()
-        .filter(condition)
-        .order_by_desc(user::Column::CreatedAt)
-        .order_by_desc(user::Column::Id);
-    Ok(platform::db::fetch_page(db, query, &filter.page).await?)
+    let (rows, total) = fetch_page(
+        db,
+        User::COLUMNS,
+        "users",
+        conditions,
+        "created_at DESC, id DESC",
+        &filter.page,
+    )
+    .await?;
+    let users = rows.iter().map(User::from_row).collect::<Result<_, _>>()?;
+    Ok((users, total))
 }
 
-/// `LOWER(name) LIKE '%term%' OR LOWER(email) LIKE …`, with `%`, `_` and `\` in
-/// the term escaped so they match themselves. The term is lowered in Rust, so it
-/// is Unicode-aware; SQLite's LOWER() folds ASCII only, so on SQLite non-ASCII
-/// capitals in stored names match only their exact case.
-fn matches_search(term: &str) -> Condition {
+/// `%term%` for `LOWER(column) LIKE`, with `%`, `_` and `\` escaped so they match
+/// themselves. The term is lowered in Rust, so it is Unicode-aware; SQLite's
+/// LOWER() folds ASCII only, so on SQLite non-ASCII capitals in stored names match
+/// only their exact case.
+fn like_pattern(term: &str) -> String {
     let escaped = term
         .to_lowercase()
         .replace('\\', r"\\")
         .replace('%', r"\%")
         .replace('_', r"\_");
-    let pattern = format!("%{escaped}%");
-    let like = |column: user::Column| {
-        Expr::expr(Func::lower(Expr::col(column))).like(LikeExpr::new(pattern.clone()).escape('\\'))
-    };
-    Condition::any()
-        .add(like(user::Column::Name))
-        .add(like(user::Column::Email))
+    format!("%{escaped}%")
 }
 
 /// Applies the given changes in one statement and returns the updated user.
-#[tracing::instrument(skip(db))]
 pub async fn update(
-    db: &DatabaseConnection,
+    db: &Database,
     id: i64,
     changes: &UpdateUserRequest,
 ) -> Result<User, ApiError> {
     if changes.is_empty() {
         return find(db, id).await;
     }
-    let mut statement = user::Entity::update_many()
-        .col_expr(user::Column::UpdatedAt, Expr::value(now()))
-        .filter(user::Column::Id.eq(id))
-        .filter(user::Column::DeletedAt.is_null());
-    if let Some(name) = &changes.name {
-        statement = statement.col_expr(user::Column::Name, Expr::value(name.clone()));
+    let age = changes
+        .age
+        .map(i32::try_from)
+        .transpose()
+        .map_err(|_| ApiError::invalid_field("age", "out of range"))?;
+    let params: [&dyn platform::db::SqlParam; 5] =
+        [&id, &changes.name, &age, &changes.active, &now()];
+    match db.query_opt(&UPDATE, &params).await? {
+        Some(row) => Ok(User::from_row(&row)?),
+        None => Err(not_found(id)),
     }
-    if let Some(age) = changes.age {
-        let age = i32::try_from(age).map_err(|_| ApiError::invalid_field("age", "out of range"))?;
-        statement = statement.col_expr(user::Column::Age, Expr::value(age));
-    }
-    if let Some(active) = changes.active {
-        statement = statement.col_expr(user::Column::Active, Expr::value(active));
-    }
-    statement
-        .exec_with_returning(db)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| not_found(id))
 }
 
 /// Marks the user deleted; a second delete finds nothing.
-#[tracing::instrument(skip(db))]
-pub async fn soft_delete(db: &DatabaseConnection, id: i64) -> Result<(), ApiError> {
-    let result = user::Entity::update_many()
-        .col_expr(user::Column::DeletedAt, Expr::value(now()))
-        .filter(user::Column::Id.eq(id))
-        .filter(user::Column::DeletedAt.is_null())
-        .exec(db)
-        .await?;
-    if result.rows_affected == 0 {
-        Err(not_found(id))
-    } else {
-        Ok(())
+pub async fn soft_delete(db: &Database, id: i64) -> Result<(), ApiError> {
+    match db.execute(SOFT_DELETE, &[&id, &now()]).await? {
+        0 => Err(not_found(id)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn like_wildcards_in_a_search_term_match_themselves() {
+        assert_eq!(like_pattern(r"50%_off\"), r"%50\%\_off\\%");
+        assert_eq!(like_pattern("ÄBC"), "%äbc%");
     }
 }
