@@ -109,10 +109,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let message = strip_position(&inner);
-        // serde_json files a number beyond f64 (`1e400`) under syntax, but the
-        // JSON is well-formed: it is the field's value that is out of range.
-        if inner.is_data() || message == "number out of range" {
+        // serde_json files some errors about well-formed JSON under syntax: a
+        // number beyond f64 (`1e400`), an enum given a non-string (`"status": null`
+        // is "expected value"). When the whole document parses, the field is wrong.
+        if inner.is_data() || is_well_formed(bytes) {
+            let message = match strip_position(&inner) {
+                m if m == "expected value" => "has the wrong type".to_owned(),
+                m => m,
+            };
             // serde quotes the offending input (an unknown key, a wrong-typed
             // string), which may be as long as the body: echo only the start.
             let field = truncate(&field_of(&path, &message), MAX_ECHO_CHARS);
@@ -125,6 +129,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|err| ApiError::BadRequest(format!("malformed JSON: {err}")))?;
     Ok(value)
+}
+
+/// Whether `bytes` is one JSON document, whatever its shape. serde_json skips
+/// ignored values iteratively, so this is safe on deeply nested input; it does
+/// not check the UTF-8 of skipped strings, hence the explicit check.
+fn is_well_formed(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 /// The field a data error is about. serde reports a missing or duplicate field at
@@ -547,6 +559,49 @@ mod tests {
             ApiError::Validation { details, .. } => assert_eq!(details[0].field, "age"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Color {
+        Red,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Paint {
+        color: Color,
+    }
+
+    #[test]
+    fn an_enum_given_a_non_string_names_the_field() {
+        for body in [
+            &br#"{"color":null}"#[..],
+            br#"{"color":1}"#,
+            br#"{"color":["red"]}"#,
+        ] {
+            match parse_json::<Paint>(body).unwrap_err() {
+                ApiError::Validation { details, .. } => assert_eq!(details[0].field, "color"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(parse_json::<Paint>(br#"{"color":"red"}"#).is_ok());
+        assert_eq!(
+            parse_json::<Paint>(br#"{"color":nul"#).unwrap_err().code(),
+            "BAD_REQUEST"
+        );
+    }
+
+    #[test]
+    fn nesting_beyond_the_recursion_limit_is_a_400_not_a_crash() {
+        // serde_json stops at 128 levels for types that recurse (here `Value`).
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_json::<serde_json::Value>(deep.as_bytes()).is_err());
+        let at_limit = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        assert!(parse_json::<serde_json::Value>(at_limit.as_bytes()).is_ok());
+        let over_limit = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        let err = parse_json::<serde_json::Value>(over_limit.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
     }
 
     #[test]
