@@ -190,6 +190,28 @@ async fn oversized_bodies_are_413_however_their_length_is_declared() {
     assert_still_serving(&app).await;
 }
 
+/// A body that stops arriving (declared longer than sent, connection left open)
+/// cannot be told from a slow network; it is bounded by the request timeout and
+/// answered as every timeout is, 503 in the envelope, not held forever.
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_cut_at_the_request_timeout() {
+    let app = spawn_app_with(Backend::Sqlite, &[("USER_SERVICE_REQUEST_TIMEOUT", "1")]).await;
+    let head = post_head("/api/v1/users", "Content-Length: 500\r\n");
+    let started = Instant::now();
+    let answer = raw_exchange(
+        app.address,
+        format!("{head}{{\"email\":").as_bytes(),
+        Duration::from_secs(4),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    println!("stalled body answered after {elapsed:?}");
+    assert_eq!(raw_status(&answer), 503, "{answer}");
+    assert_eq!(raw_json(&answer)["error"]["message"], "request timed out");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert_still_serving(&app).await;
+}
+
 #[tokio::test]
 async fn deeply_nested_json_is_a_400_not_a_crash() {
     let app = spawn_app(Backend::Sqlite).await;
