@@ -49,17 +49,15 @@ fn order_load(client: &TestClient, users: Vec<i64>, workers: usize) -> Load {
 /// never a transport error or another 5xx. Returns the count per status.
 fn assert_documented(answers: &[Answer], allowed: &[u16]) -> BTreeMap<u16, usize> {
     let mut statuses = BTreeMap::new();
+    let mut unavailable = BTreeMap::<String, usize>::new();
     for answer in answers {
         assert!(answer.error.is_none(), "no answer: {answer:?}");
         let status = answer.status.expect("status");
         *statuses.entry(status).or_default() += 1;
         if status == 503 {
             assert_eq!(answer.code(), Some("SERVICE_UNAVAILABLE"), "{answer:?}");
-            println!(
-                "503 after {:?}: {}",
-                answer.latency(),
-                answer.body["error"]["message"]
-            );
+            let message = answer.body["error"]["message"].to_string();
+            *unavailable.entry(message).or_default() += 1;
         } else {
             assert!(allowed.contains(&status), "undocumented answer: {answer:?}");
         }
@@ -68,6 +66,9 @@ fn assert_documented(answers: &[Answer], allowed: &[u16]) -> BTreeMap<u16, usize
             "an answer took {:?}",
             answer.latency()
         );
+    }
+    if !unavailable.is_empty() {
+        println!("503 answers by message: {unavailable:?}");
     }
     statuses
 }
