@@ -11,7 +11,7 @@ COMPOSE ?= $(shell if $(DOCKER) compose version >/dev/null 2>&1; then echo "$(DO
 
 .DEFAULT_GOAL := help
 .PHONY: help build run run-user run-order dev-user dev-order test test-user test-order \
-	lint format vet api-test bench bench-smoke deps install-tools docker-build docker-up docker-down docker-clean \
+	lint format vet api-test bench bench-smoke soak soak-smoke deps install-tools docker-build docker-up docker-down docker-clean \
 	validate-ops clean require-docker require-compose require-bacon require-clippy \
 	require-rustfmt
 
@@ -69,6 +69,12 @@ bench: ## Benchmarks on PostgreSQL and SQLite, ratios to pgbench (docs/BENCHMARK
 
 bench-smoke: ## A few seconds per benchmark scenario, so the harness cannot rot (in CI)
 	bash bench/run.sh --smoke
+
+soak: ## 60 s mixed load on both services: 0 5xx, flat RSS, fds and DB sessions (scripts/soak.sh)
+	bash scripts/soak.sh
+
+soak-smoke: ## The soak test for 12 s (in CI)
+	bash scripts/soak.sh --smoke
 
 validate-ops: ## Check monitoring, compose and Kubernetes files against live services
 	bash scripts/validate-ops.sh

@@ -139,11 +139,16 @@ pub struct HttpSettings {
     pub log_level: String,
     /// Requests per second per client IP; the burst is twice this. 0 turns limiting off.
     pub rate_limit_per_second: u32,
+    /// How often the limiter forgets clients whose bucket has refilled.
+    pub rate_limit_eviction_interval: Duration,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// `*` or a list of origins allowed by CORS.
     pub cors_allowed_origins: Vec<String>,
     pub request_timeout: Duration,
+    /// How long a connection may take to send a complete request head (line and
+    /// headers) before it is closed: slow clients must not hold connections forever.
+    pub header_read_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM before the process exits anyway.
     pub shutdown_grace: Duration,
 }
@@ -151,7 +156,8 @@ pub struct HttpSettings {
 impl HttpSettings {
     /// Reads `PREFIX_PORT`, `PREFIX_LOG_LEVEL`, `PREFIX_RATE_LIMIT` (the contract's
     /// names) and our additions `PREFIX_HOST`, `PREFIX_TRUSTED_PROXIES`,
-    /// `PREFIX_CORS_ALLOWED_ORIGINS`, `PREFIX_REQUEST_TIMEOUT`, `PREFIX_SHUTDOWN_TIMEOUT`.
+    /// `PREFIX_CORS_ALLOWED_ORIGINS`, `PREFIX_REQUEST_TIMEOUT`, `PREFIX_SHUTDOWN_TIMEOUT`,
+    /// `PREFIX_HEADER_READ_TIMEOUT`, `PREFIX_RATE_LIMIT_EVICTION_INTERVAL`.
     pub fn from_env(
         env: &Env<'_>,
         service_name: &'static str,
@@ -167,6 +173,11 @@ impl HttpSettings {
                 "info",
             )?,
             rate_limit_per_second: env.parse_or("RATE_LIMIT", 100)?,
+            rate_limit_eviction_interval: positive(
+                env,
+                "RATE_LIMIT_EVICTION_INTERVAL",
+                env.fractional_seconds_or("RATE_LIMIT_EVICTION_INTERVAL", 30.0)?,
+            )?,
             trusted_proxies: parse_networks(env, "TRUSTED_PROXIES")?,
             cors_allowed_origins: env
                 .raw("CORS_ALLOWED_ORIGINS")
@@ -176,8 +187,23 @@ impl HttpSettings {
                 .filter(|o| !o.is_empty())
                 .collect(),
             request_timeout: env.seconds_or("REQUEST_TIMEOUT", 10)?,
+            header_read_timeout: positive(
+                env,
+                "HEADER_READ_TIMEOUT",
+                env.fractional_seconds_or("HEADER_READ_TIMEOUT", 10.0)?,
+            )?,
             shutdown_grace: env.seconds_or("SHUTDOWN_TIMEOUT", 30)?,
         })
+    }
+}
+
+/// A zero interval would spin the eviction task and a zero header timeout would
+/// close every connection at once: both are configuration mistakes.
+fn positive(env: &Env<'_>, suffix: &str, duration: Duration) -> Result<Duration, ConfigError> {
+    if duration.is_zero() {
+        Err(env.invalid(suffix, "0", "must be greater than 0"))
+    } else {
+        Ok(duration)
     }
 }
 
@@ -220,6 +246,24 @@ mod tests {
         assert_eq!(settings.rate_limit_per_second, 100);
         assert_eq!(settings.log_level, "info");
         assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(
+            settings.rate_limit_eviction_interval,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn header_read_timeout_takes_fractions_and_refuses_zero() {
+        let vars = lookup(&[("X_HEADER_READ_TIMEOUT", "0.5")]);
+        let settings = HttpSettings::from_env(&Env::new("X", &vars), "x", 1).unwrap();
+        assert_eq!(settings.header_read_timeout, Duration::from_millis(500));
+        let vars = lookup(&[("X_HEADER_READ_TIMEOUT", "0")]);
+        let err = HttpSettings::from_env(&Env::new("X", &vars), "x", 1).unwrap_err();
+        assert_eq!(err.variable, "X_HEADER_READ_TIMEOUT");
+        let vars = lookup(&[("X_RATE_LIMIT_EVICTION_INTERVAL", "0")]);
+        let err = HttpSettings::from_env(&Env::new("X", &vars), "x", 1).unwrap_err();
+        assert_eq!(err.variable, "X_RATE_LIMIT_EVICTION_INTERVAL");
     }
 
     #[test]

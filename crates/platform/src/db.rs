@@ -352,9 +352,10 @@ impl Database {
                 Ok(rows.into_iter().map(Row::Postgres).collect())
             }
             Self::Sqlite(pool) => {
-                let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), sqlite_params(params)?)
-                    .fetch_all(pool)
-                    .await?;
+                let rows =
+                    sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), sqlite_params(params)?)
+                        .fetch_all(pool)
+                        .await?;
                 Ok(rows.into_iter().map(Row::Sqlite).collect())
             }
         }
@@ -364,18 +365,25 @@ impl Database {
     ///
     /// # Errors
     /// See [`DbError`].
-    pub async fn query_opt(&self, sql: &str, params: &[&dyn SqlParam]) -> Result<Option<Row>, DbError> {
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&dyn SqlParam],
+    ) -> Result<Option<Row>, DbError> {
         match self {
             Self::Postgres(pool) => {
                 let client = pool.get().await?;
                 let statement = client.prepare_cached(sql).await?;
-                let row = client.query_opt(&statement, &postgres_params(params)).await?;
+                let row = client
+                    .query_opt(&statement, &postgres_params(params))
+                    .await?;
                 Ok(row.map(Row::Postgres))
             }
             Self::Sqlite(pool) => {
-                let row = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), sqlite_params(params)?)
-                    .fetch_optional(pool)
-                    .await?;
+                let row =
+                    sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), sqlite_params(params)?)
+                        .fetch_optional(pool)
+                        .await?;
                 Ok(row.map(Row::Sqlite))
             }
         }
@@ -402,12 +410,13 @@ impl Database {
                 let statement = client.prepare_cached(sql).await?;
                 Ok(client.execute(&statement, &postgres_params(params)).await?)
             }
-            Self::Sqlite(pool) => Ok(
-                sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), sqlite_params(params)?)
-                    .execute(pool)
-                    .await?
-                    .rows_affected(),
-            ),
+            Self::Sqlite(pool) => Ok(sqlx::query_with(
+                sqlx::AssertSqlSafe(sql.to_owned()),
+                sqlite_params(params)?,
+            )
+            .execute(pool)
+            .await?
+            .rows_affected()),
         }
     }
 
@@ -561,15 +570,14 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Database> {
         drop(client);
         connection.await?;
     }
-    if let DatabaseTarget::Sqlite(options) = &settings.target {
-        if let Some(dir) = options
+    if let DatabaseTarget::Sqlite(options) = &settings.target
+        && let Some(dir) = options
             .get_filename()
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create directory {}", dir.display()))?;
-        }
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
     let db = connect_lazy(settings);
     db.ping().await?;

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 use validator::{Validate, ValidationError, ValidationErrors};
@@ -33,6 +33,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json_content_type(&req)?;
+        refuse_declared_oversize(&req)?;
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
@@ -64,6 +65,23 @@ fn require_json_content_type(req: &Request) -> Result<(), ApiError> {
     }
 }
 
+/// A `Content-Length` over the limit is refused before a byte is read: otherwise
+/// a client declaring a terabyte and sending nothing would hold the request open
+/// until the request timeout, for a body we would refuse anyway.
+fn refuse_declared_oversize(req: &Request) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > MAX_BODY_BYTES as u64 => Err(ApiError::PayloadTooLarge {
+            limit_bytes: MAX_BODY_BYTES,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// serde would accept `["a@b.c","Jo",3]` as a struct (tuple form); our bodies are
 /// objects with named fields and nothing else.
 fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
@@ -91,9 +109,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        if inner.is_data() {
-            let message = strip_position(&inner);
-            ApiError::invalid_field(field_of(&path, &message), message)
+        // serde_json files some errors about well-formed JSON under syntax: a
+        // number beyond f64 (`1e400`), an enum given a non-string (`"status": null`
+        // is "expected value"). When the whole document parses, the field is wrong.
+        if inner.is_data() || is_well_formed(bytes) {
+            let message = match strip_position(&inner) {
+                m if m == "expected value" => "has the wrong type".to_owned(),
+                m => m,
+            };
+            // serde quotes the offending input (an unknown key, a wrong-typed
+            // string), which may be as long as the body: echo only the start.
+            let field = truncate(&field_of(&path, &message), MAX_ECHO_CHARS);
+            ApiError::invalid_field(field, truncate(&message, MAX_ECHO_CHARS))
         } else {
             ApiError::BadRequest(format!("malformed JSON: {inner}"))
         }
@@ -104,11 +131,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The field a data error is about. serde reports a missing field at its parent's
-/// path and names it only in the message (`missing field `age``); an unknown field
-/// is already the last segment of the path.
+/// Whether `bytes` is one JSON document, whatever its shape. serde_json skips
+/// ignored values iteratively, so this is safe on deeply nested input; it does
+/// not check the UTF-8 of skipped strings, hence the explicit check.
+fn is_well_formed(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+}
+
+/// The field a data error is about. serde reports a missing or duplicate field at
+/// its parent's path and names it only in the message (`missing field `age``,
+/// `duplicate field `email``); an unknown field is already the last segment of the path.
 fn field_of(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
+    let named = ["missing field `", "unknown field `", "duplicate field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split('`').next());
@@ -263,12 +298,39 @@ pub struct QueryParams(pub HashMap<String, String>);
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e: QueryRejection| ApiError::BadRequest(e.body_text()))?;
-        Ok(Self(map))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or("")).map(Self)
     }
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs strictly. axum's `Query`
+/// (serde_urlencoded) turns invalid UTF-8 into U+FFFD and lets the last of two
+/// equal names win, so a filter would silently run on something the client did
+/// not send; here both are a 400 naming the parameter.
+fn parse_query(query: &str) -> Result<HashMap<String, String>, ApiError> {
+    let mut params = HashMap::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode_query_component(raw_name).ok_or_else(|| {
+            ApiError::BadRequest("query parameter names must be valid UTF-8".to_owned())
+        })?;
+        let echoed = truncate(&name, MAX_ECHO_CHARS);
+        let value = decode_query_component(raw_value)
+            .ok_or_else(|| ApiError::invalid_field(&echoed, "must be valid UTF-8"))?;
+        if params.insert(name, value).is_some() {
+            return Err(ApiError::invalid_field(echoed, "must be given only once"));
+        }
+    }
+    Ok(params)
+}
+
+/// `+` is a space, then percent-decoding; `None` when the bytes are not UTF-8.
+fn decode_query_component(raw: &str) -> Option<String> {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(Into::into)
 }
 
 impl QueryParams {
@@ -314,6 +376,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
         ))
     }
 }
+
+/// How much of a client's input an error message may quote.
+const MAX_ECHO_CHARS: usize = 200;
 
 /// Echoed input is cut short so an error message never grows with the attack.
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -476,6 +541,95 @@ mod tests {
             let err = parse_json::<Sample>(body).unwrap_err();
             assert_eq!(err.code(), "BAD_REQUEST", "{body:?}");
         }
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_naming_the_field() {
+        let err = parse_json::<Sample>(br#"{"name":"a","age":1,"name":"b"}"#).unwrap_err();
+        match err {
+            ApiError::Validation { details, .. } => assert_eq!(details[0].field, "name"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_beyond_f64_name_the_field() {
+        let err = parse_json::<Sample>(br#"{"name":"a","age":1e400}"#).unwrap_err();
+        match err {
+            ApiError::Validation { details, .. } => assert_eq!(details[0].field, "age"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Color {
+        Red,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Paint {
+        color: Color,
+    }
+
+    #[test]
+    fn an_enum_given_a_non_string_names_the_field() {
+        for body in [
+            &br#"{"color":null}"#[..],
+            br#"{"color":1}"#,
+            br#"{"color":["red"]}"#,
+        ] {
+            match parse_json::<Paint>(body).unwrap_err() {
+                ApiError::Validation { details, .. } => assert_eq!(details[0].field, "color"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(parse_json::<Paint>(br#"{"color":"red"}"#).is_ok());
+        assert_eq!(
+            parse_json::<Paint>(br#"{"color":nul"#).unwrap_err().code(),
+            "BAD_REQUEST"
+        );
+    }
+
+    #[test]
+    fn nesting_beyond_the_recursion_limit_is_a_400_not_a_crash() {
+        // serde_json stops at 128 levels for types that recurse (here `Value`).
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_json::<serde_json::Value>(deep.as_bytes()).is_err());
+        let at_limit = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        assert!(parse_json::<serde_json::Value>(at_limit.as_bytes()).is_ok());
+        let over_limit = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        let err = parse_json::<serde_json::Value>(over_limit.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn echoed_input_is_truncated() {
+        let body = format!(r#"{{"name":"a","age":"{}"}}"#, "x".repeat(10_000));
+        let err = parse_json::<Sample>(body.as_bytes()).unwrap_err();
+        assert!(err.to_string().len() < 2 * MAX_ECHO_CHARS, "{err}");
+        let body = format!(r#"{{"{}":1}}"#, "k".repeat(10_000));
+        match parse_json::<Sample>(body.as_bytes()).unwrap_err() {
+            ApiError::Validation { details, .. } => {
+                assert_eq!(details[0].field.chars().count(), MAX_ECHO_CHARS)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn query_is_decoded_strictly() {
+        let params = parse_query("search=a+b%25c&page=2&&flag").unwrap();
+        assert_eq!(params["search"], "a b%c");
+        assert_eq!(params["page"], "2");
+        assert_eq!(params["flag"], "");
+        let err = parse_query("search=%FF%FE").unwrap_err();
+        assert_eq!(err.code(), "VALIDATION_ERROR");
+        assert!(err.to_string().contains("search"), "{err}");
+        assert_eq!(parse_query("%FF=1").unwrap_err().code(), "BAD_REQUEST");
+        let err = parse_query("page=1&page=2").unwrap_err();
+        assert!(err.to_string().contains("page"), "{err}");
     }
 
     #[test]

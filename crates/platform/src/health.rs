@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::db::Database;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use crate::db::Database;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

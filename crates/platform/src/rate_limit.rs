@@ -21,9 +21,6 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-/// How often idle clients are forgotten.
-const EVICTION_INTERVAL: Duration = Duration::from_secs(30);
-
 /// The limiter of one service.
 pub struct RateLimiter {
     buckets: DefaultKeyedRateLimiter<IpAddr>,
@@ -93,6 +90,11 @@ impl RateLimiter {
     pub fn evict_idle(&self) {
         self.buckets.retain_recent();
         self.buckets.shrink_to_fit();
+        self.report_tracked_clients();
+    }
+
+    /// Sets the `rate_limiter_clients` gauge to the number of buckets held now.
+    fn report_tracked_clients(&self) {
         self.metrics
             .rate_limiter_clients
             .set(self.tracked_clients() as i64);
@@ -102,11 +104,11 @@ impl RateLimiter {
         self.buckets.len()
     }
 
-    /// Runs [`Self::evict_idle`] periodically until `shutdown`.
-    pub fn spawn_eviction(self: &Arc<Self>, shutdown: CancellationToken) {
+    /// Runs [`Self::evict_idle`] every `interval` until `shutdown`.
+    pub fn spawn_eviction(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) {
         let limiter = Arc::clone(self);
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(EVICTION_INTERVAL);
+            let mut ticker = tokio::time::interval(interval);
             loop {
                 tokio::select! {
                     _ = ticker.tick() => limiter.evict_idle(),
@@ -133,12 +135,12 @@ pub async fn enforce(
         return next.run(request).await;
     }
     let client = limiter.client_ip(peer.ip(), request.headers());
-    if let Err(rejection) = limiter.check(client) {
+    let verdict = limiter.check(client);
+    // Reported on every request, not only at eviction: a flood of new client IPs
+    // between two evictions is exactly the growth this gauge must show.
+    limiter.report_tracked_clients();
+    if let Err(rejection) = verdict {
         limiter.metrics.rate_limited.inc();
-        limiter
-            .metrics
-            .rate_limiter_clients
-            .set(limiter.tracked_clients() as i64);
         return rejection.into_response();
     }
     next.run(request).await

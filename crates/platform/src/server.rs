@@ -1,21 +1,25 @@
 //! The middleware stack, assembled in one place, and serving with graceful shutdown.
 
 use std::any::Any;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, map_request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::Listener;
 use axum::{BoxError, Router};
-use crate::db::Database;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -23,6 +27,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::HttpSettings;
+use crate::db::Database;
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::health::{self, HealthInfo, HealthState};
@@ -58,7 +63,7 @@ impl Platform {
     }
 
     /// The service's API routes plus health and metrics, wrapped in the middleware
-    /// stack. Outermost first: request id, trace log, request-id echo, CORS,
+    /// stack. Outermost first: request-id sanitising, request id, trace log, request-id echo, CORS,
     /// metrics, panic recovery, rate limit, timeout, body limit.
     pub fn app(&self, api: Router, db: Database, info: Option<HealthInfo>) -> Router {
         let health = HealthState {
@@ -108,8 +113,39 @@ impl Platform {
                     ),
             )
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(map_request(drop_unusable_request_id))
     }
 }
+
+/// Longest client-supplied request id we keep; a UUID is 36.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A client's `X-Request-ID` goes into every log line and is echoed back and
+/// forwarded to other services, so only a short id of `[A-Za-z0-9._-]` is kept.
+/// Anything else (huge, spaces, tabs, bytes outside ASCII, several headers) is
+/// removed here, and `SetRequestIdLayer` then generates a fresh UUID.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let headers = request.headers_mut();
+    let mut values = headers.get_all(X_REQUEST_ID).iter();
+    let usable = match (values.next(), values.next()) {
+        (None, _) => return request,
+        (Some(only), None) => is_usable_request_id(only.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !usable {
+        headers.remove(X_REQUEST_ID);
+    }
+    request
+}
+
+fn is_usable_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 fn cors(origins: &[String]) -> CorsLayer {
     let allow_origin = if origins.iter().any(|o| o == "*") {
@@ -117,7 +153,7 @@ fn cors(origins: &[String]) -> CorsLayer {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = X_REQUEST_ID;
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([
@@ -174,42 +210,90 @@ impl Server {
     /// Serves until the platform's shutdown token is cancelled, then lets in-flight
     /// requests finish for up to the grace period.
     ///
+    /// Served with hyper's HTTP/1 connection builder rather than `axum::serve`,
+    /// which has no header read timeout: without one, a client that sends half a
+    /// request line and then nothing holds its connection (and a file descriptor)
+    /// forever. HTTP/1 only, because hyper-util's auto-detecting builder first waits
+    /// for 24 bytes with no timeout at all, which would let the same client through.
+    ///
     /// # Errors
-    /// When accepting connections fails fatally.
+    /// When the listener's address cannot be read.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
-            listener,
+            mut listener,
             app,
             platform,
         } = self;
+        let settings = &platform.settings;
         let shutdown = platform.shutdown.clone();
         if let Some(limiter) = &platform.limiter {
-            limiter.spawn_eviction(shutdown.clone());
+            limiter.spawn_eviction(settings.rate_limit_eviction_interval, shutdown.clone());
         }
         tracing::info!(
-            service = platform.settings.service_name,
+            service = settings.service_name,
             address = %listener.local_addr()?,
             "listening"
         );
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let grace_elapsed = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(platform.settings.shutdown_grace).await;
-        };
+        let http = http1_builder(settings.header_read_timeout);
+        let connections = GracefulShutdown::new();
+        loop {
+            // axum's `Listener::accept` retries transient accept errors (and backs
+            // off when out of file descriptors), as `axum::serve` does.
+            let (stream, peer) = tokio::select! {
+                accepted = Listener::accept(&mut listener) => accepted,
+                () = shutdown.cancelled() => break,
+            };
+            let connection =
+                http.serve_connection(TokioIo::new(stream), with_peer(app.clone(), peer));
+            let connection = connections.watch(connection);
+            tokio::spawn(async move {
+                // Client disconnects and header timeouts end up here; under attack
+                // they are frequent, so they are not worth more than a debug line.
+                if let Err(err) = connection.await {
+                    tracing::debug!(%peer, error = %err, "connection closed with an error");
+                }
+            });
+        }
+        // New connections are refused from here on; open ones finish their request.
+        drop(listener);
         tokio::select! {
-            result = server.into_future() => result?,
-            () = grace_elapsed => tracing::warn!(
-                service = platform.settings.service_name,
+            () = connections.shutdown() => {},
+            () = tokio::time::sleep(settings.shutdown_grace) => tracing::warn!(
+                service = settings.service_name,
                 "shutdown grace period elapsed with requests in flight; stopping anyway"
             ),
         }
-        tracing::info!(service = platform.settings.service_name, "server stopped");
+        tracing::info!(service = settings.service_name, "server stopped");
         Ok(())
     }
+}
+
+/// HTTP/1 with a deadline for the request head. hyper starts the clock when it
+/// begins reading a head, so idle keep-alive connections are closed after the same
+/// time; on expiry hyper closes the connection without an answer.
+fn http1_builder(header_read_timeout: Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
+}
+
+/// The app as a hyper service for one connection, with the peer address where
+/// `ConnectInfo` (the rate limiter) looks for it.
+fn with_peer(
+    app: Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request.map(Body::new))
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM, and cancels `token` then.
@@ -278,6 +362,16 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn only_short_ids_of_safe_characters_are_kept() {
+        assert!(is_usable_request_id(b"req-abc_1.2"));
+        assert!(is_usable_request_id(&[b'a'; MAX_REQUEST_ID_LEN]));
+        assert!(!is_usable_request_id(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+        for bad in [&b""[..], b"a b", b"a\tb", b"caf\xc3\xa9", b"a;b", b"a\r\nb"] {
+            assert!(!is_usable_request_id(bad), "{bad:?}");
+        }
     }
 
     #[tokio::test]

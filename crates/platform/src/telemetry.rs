@@ -10,7 +10,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 /// (e.g. `RUST_LOG=info,sqlx=debug`). Calling it twice is harmless.
 pub fn init(level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,sea_orm=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_postgres=warn")));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

@@ -62,17 +62,7 @@ impl Order {
 }
 
 /// Where an order is in its life. Stored as lower-case text.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     Pending,
@@ -152,7 +142,10 @@ impl Money {
         } else {
             Decimal::from_str(literal)
         }
-        .map_err(|_| "must be a number")?
+        // serde_json has already checked that the literal is a JSON number, so
+        // the only numbers Decimal refuses are ones beyond its 28 digits: say so
+        // rather than "must be a number" for `1e400` or a 30-digit integer.
+        .map_err(|_| "must be at most 1000000000.00 with at most 2 decimal places")?
         .normalize();
         if decimal.is_sign_negative() && !decimal.is_zero() {
             return Err("must not be negative");

@@ -42,8 +42,7 @@ static CHANGE_STATUS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const SOFT_DELETE: &str =
-    "UPDATE orders SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
+const SOFT_DELETE: &str = "UPDATE orders SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
 
 static UNVERIFIED: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -53,8 +52,7 @@ static UNVERIFIED: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const MARK_VERIFIED: &str =
-    "UPDATE orders SET user_verified = TRUE, updated_at = $2 WHERE id = $1 AND user_verified = FALSE";
+const MARK_VERIFIED: &str = "UPDATE orders SET user_verified = TRUE, updated_at = $2 WHERE id = $1 AND user_verified = FALSE";
 
 /// Cancels the order if it still can be cancelled, else only records why it should
 /// have been; either way it leaves the verification queue. One statement, so the

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use prometheus::{IntCounterVec, Opts};
 use platform::db::Database;
+use prometheus::{IntCounterVec, Opts};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::VerifierSettings;

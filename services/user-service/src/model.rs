@@ -141,6 +141,14 @@ impl UserFilter {
                 format!("must be at most {MAX_SEARCH_CHARS} characters"),
             ));
         }
+        // PostgreSQL refuses a NUL in a text parameter (the query would fail as a
+        // 500), and names and emails hold no control characters, so none can match.
+        if raw_search.is_some_and(|s| s.chars().any(char::is_control)) {
+            errors.push(FieldError::new(
+                "search",
+                "must not contain control characters",
+            ));
+        }
         let active = query
             .parse::<bool>("active", "true or false")
             .unwrap_or_else(|e| {

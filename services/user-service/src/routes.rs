@@ -69,10 +69,7 @@ async fn create_user(
         (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
         (status = 404, description = "No live user has this id", body = ErrorEnvelope),
     ))]
-async fn get_user(
-    State(db): State<Database>,
-    PathId(id): PathId,
-) -> ApiResult<UserResponse> {
+async fn get_user(State(db): State<Database>, PathId(id): PathId) -> ApiResult<UserResponse> {
     Ok(ApiResponse::ok(store::find(&db, id).await?.into()))
 }
 
@@ -124,10 +121,7 @@ async fn update_user(
         (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
         (status = 404, description = "No live user has this id", body = ErrorEnvelope),
     ))]
-async fn delete_user(
-    State(db): State<Database>,
-    PathId(id): PathId,
-) -> ApiResult<Deleted> {
+async fn delete_user(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Deleted> {
     store::soft_delete(&db, id).await?;
     tracing::info!(user_id = id, "user deleted");
     Ok(ApiResponse::ok(Deleted {

@@ -110,11 +110,7 @@ fn like_pattern(term: &str) -> String {
 }
 
 /// Applies the given changes in one statement and returns the updated user.
-pub async fn update(
-    db: &Database,
-    id: i64,
-    changes: &UpdateUserRequest,
-) -> Result<User, ApiError> {
+pub async fn update(db: &Database, id: i64, changes: &UpdateUserRequest) -> Result<User, ApiError> {
     if changes.is_empty() {
         return find(db, id).await;
     }

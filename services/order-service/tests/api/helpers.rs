@@ -193,6 +193,17 @@ impl OrderService {
         vars
     }
 
+    /// Starts order-service over a database the test owns (say a cluster it stops).
+    pub async fn start_on(
+        database_url: &str,
+        user_service_url: &str,
+        overrides: &[(&str, &str)],
+    ) -> Self {
+        let database = TestDatabase::external(database_url);
+        let vars = Self::vars(&database, user_service_url, overrides);
+        Self::run(vars, database).await
+    }
+
     async fn run(vars: HashMap<String, String>, database: TestDatabase) -> Self {
         let lookup = vars.clone();
         let config = Config::from_lookup(&move |name: &str| lookup.get(name).cloned())
@@ -226,6 +237,11 @@ impl OrderService {
         let _ = std::mem::replace(&mut self.stopped, never).await;
         drop(self);
         Self::run(vars, database).await
+    }
+
+    /// Where this instance keeps its orders, for reading them behind its back.
+    pub fn database_url(&self) -> &str {
+        &self.database.as_ref().expect("database").url
     }
 
     /// POSTs an order and returns the whole answer.
@@ -351,4 +367,34 @@ async fn answer(
         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
     }});
     (StatusCode::from_u16(status).unwrap(), axum::Json(body))
+}
+
+/// One row of `orders`, read straight from the database.
+#[derive(Debug, Clone)]
+pub struct StoredOrder {
+    pub id: i64,
+    pub user_id: i64,
+    pub status: String,
+    pub user_verified: bool,
+    pub status_reason: Option<String>,
+}
+
+/// Every order in the database at `url`, bypassing the service.
+pub async fn stored_orders(url: &str) -> Vec<StoredOrder> {
+    let db = platform::testing::connect(url).await;
+    let sql = "SELECT id, user_id, status, user_verified, status_reason FROM orders ORDER BY id";
+    let rows = db.query(sql, &[]).await.expect("read orders");
+    db.close().await;
+    let orders = rows
+        .iter()
+        .map(|row| StoredOrder {
+            id: row.get("id").expect("id"),
+            user_id: row.get("user_id").expect("user_id"),
+            status: row.get("status").expect("status"),
+            user_verified: row.get("user_verified").expect("user_verified"),
+            status_reason: row.get("status_reason").expect("status_reason"),
+        })
+        .collect();
+    let _ = db.close().await;
+    orders
 }

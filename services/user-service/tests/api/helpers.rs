@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::ops::Deref;
 
+use platform::db::Database;
 use reqwest::StatusCode;
-use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use user_service::Application;
@@ -15,7 +15,7 @@ pub use platform::testing::{Backend, TestClient, TestDatabase, client_from};
 /// A running service, a client for it, and its database.
 pub struct TestApp {
     pub client: TestClient,
-    pub db: DatabaseConnection,
+    pub db: Database,
     pub shutdown: CancellationToken,
     /// Kept so the database outlives the app; dropped (and removed) after it.
     _database: TestDatabase,
@@ -93,4 +93,102 @@ impl TestApp {
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
         response.body["data"].clone()
     }
+}
+
+/// The real `user-service` binary, run as a child process: for what only a
+/// process shows (signals, exit status).
+pub struct ServiceProcess {
+    pub client: TestClient,
+    pub child: std::process::Child,
+    /// The working directory (so no stray `.env` or `./data` is picked up).
+    _dir: tempfile::TempDir,
+}
+
+impl ServiceProcess {
+    /// Starts the binary on a free loopback port with these `USER_SERVICE_*`
+    /// variables, and returns once it logs the address it listens on.
+    pub fn spawn(database_url: &str, overrides: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"));
+        command
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs([
+                ("USER_SERVICE_HOST", "127.0.0.1"),
+                ("USER_SERVICE_PORT", "0"),
+                ("USER_SERVICE_RATE_LIMIT", "0"),
+                ("USER_SERVICE_LOG_LEVEL", "info"),
+                ("USER_SERVICE_DATABASE_URL", database_url),
+            ])
+            .envs(overrides.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("user-service binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let address = listening_address(stdout);
+        Self {
+            client: TestClient::new(address),
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the pod would.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Polls for the exit status for at most `limit`.
+    pub async fn wait_exit(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the JSON log until the `listening` line and returns its address; a
+/// thread keeps draining the log after that, so the service never blocks on a
+/// full pipe.
+fn listening_address(stdout: std::process::ChildStdout) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if entry["fields"]["message"] == "listening"
+                && let Some(sender) = found.take()
+            {
+                let _ = sender.send(entry["fields"]["address"].as_str().map(str::to_owned));
+            }
+        }
+    });
+    let address = address
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("user-service logs `listening` within 60 s")
+        .expect("the listening line has an address");
+    address.parse().expect("a socket address")
 }

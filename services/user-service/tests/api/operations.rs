@@ -9,6 +9,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use user_service::Application;
 
+use platform::db::Database;
+
 use crate::helpers::{
     Backend, TestDatabase, client_from, config_with, spawn_app, spawn_app_with, start,
 };
@@ -237,8 +239,10 @@ backend_tests! {
         let user = app.create_user("pool@example.com", "Pool Tester", 30).await;
         // Hold the only connection, as a stuck request would.
         let held = match backend {
-            Backend::Sqlite => Held::Sqlite(app.db.get_sqlite_connection_pool().acquire().await.unwrap()),
-            Backend::Postgres => Held::Postgres(app.db.get_postgres_connection_pool().acquire().await.unwrap()),
+            Backend::Sqlite | Backend::Postgres => match &app.db {
+                Database::Sqlite(pool) => Held::Sqlite(pool.acquire().await.unwrap()),
+                Database::Postgres(pool) => Held::Postgres(pool.get().await.unwrap()),
+            },
         };
         let response = app.get(&format!("/api/v1/users/{}", user["id"])).await;
         response.assert_error(503, "SERVICE_UNAVAILABLE");
@@ -250,7 +254,7 @@ backend_tests! {
 
 enum Held {
     Sqlite(#[allow(dead_code)] sqlx::pool::PoolConnection<sqlx::Sqlite>),
-    Postgres(#[allow(dead_code)] sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Postgres(#[allow(dead_code)] deadpool_postgres::Object),
 }
 
 #[tokio::test]
@@ -338,15 +342,14 @@ async fn replicas_starting_together_migrate_one_postgres_database_once() {
     });
     let apps = futures::future::join_all(starts).await;
     assert!(apps.iter().all(Result::is_ok), "every replica starts");
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-        .fetch_one(
-            apps[0]
-                .as_ref()
-                .unwrap()
-                .db()
-                .get_postgres_connection_pool(),
-        )
+    let applied: i64 = apps[0]
+        .as_ref()
+        .unwrap()
+        .db()
+        .query_one("SELECT count(*) AS applied FROM _sqlx_migrations", &[])
         .await
+        .unwrap()
+        .get("applied")
         .unwrap();
     assert_eq!(
         applied,
