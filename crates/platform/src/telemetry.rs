@@ -4,19 +4,19 @@ use axum::extract::MatchedPath;
 use axum::http::Request;
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 /// Installs the global JSON subscriber. `RUST_LOG`, when set, overrides `level`
 /// (e.g. `RUST_LOG=info,sqlx=debug`). Calling it twice is harmless.
 pub fn init(level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_postgres=warn")));
-    let _ = tracing_subscriber::fmt()
-        .json()
+    // json-subscriber writes the same lines as tracing-subscriber's JSON format,
+    // but keeps each span's fields as ready JSON instead of re-parsing them for
+    // every event: the request line cost a fifth of a GET's instructions before.
+    let _ = json_subscriber::fmt()
         .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
-        .with_span_events(FmtSpan::NONE)
         .with_target(true)
         .try_init();
 }
