@@ -78,7 +78,7 @@ async fn get_user(State(db): State<Database>, PathId(id): PathId) -> ApiResult<U
     params(
         ("page" = Option<i64>, Query, minimum = 1, description = "Page number, default 1"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, default 10"),
-        ("search" = Option<String>, Query, max_length = 254, description = "Case-insensitive literal substring of name or email"),
+        ("search" = Option<String>, Query, max_length = 254, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", description = "Case-insensitive literal substring of name or email; no control characters"),
         ("active" = Option<bool>, Query, description = "Only active (true) or inactive (false) users"),
     ),
     responses(
