@@ -126,7 +126,46 @@ pub struct TestResponse {
     pub body: Value,
 }
 
+/// Words that would mean an answer leaks SQL, driver, panic or source details.
+pub const INTERNALS: [&str; 16] = [
+    "SELECT",
+    "INSERT",
+    "UPDATE users",
+    "UPDATE orders",
+    "sqlx",
+    "sea_orm",
+    "SqlxError",
+    "tokio_postgres",
+    "deadpool",
+    "panicked",
+    ".rs:",
+    "/src/",
+    "constraint",
+    "SQLSTATE",
+    "syntax error at",
+    "rust_decimal",
+];
+
+/// # Panics
+/// When `text` contains one of [`INTERNALS`].
+pub fn assert_no_internals(text: &str) {
+    for word in INTERNALS {
+        assert!(!text.contains(word), "leaks {word:?}: {text}");
+    }
+}
+
 impl TestResponse {
+    /// Asserts the error envelope like [`Self::assert_error`], and that the body
+    /// gives nothing of the inside away; returns the message.
+    ///
+    /// # Panics
+    /// When the status, code or envelope differ, or the body leaks internals.
+    pub fn assert_clean_error(&self, status: u16, code: &str) -> String {
+        let message = self.assert_error(status, code);
+        assert_no_internals(&self.body.to_string());
+        message
+    }
+
     /// Asserts the error envelope with this status and code, and returns its message.
     ///
     /// # Panics

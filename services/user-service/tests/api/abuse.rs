@@ -14,36 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{Backend, TestApp, client_from, spawn_app, spawn_app_with};
 use platform::backend_tests;
-use platform::testing::{TestResponse, metric_value};
-
-/// Words that would mean an answer leaks SQL, driver, panic or source details.
-const INTERNALS: [&str; 12] = [
-    "SELECT",
-    "INSERT",
-    "UPDATE users",
-    "sqlx",
-    "sea_orm",
-    "SqlxError",
-    "panicked",
-    ".rs:",
-    "/src/",
-    "constraint",
-    "SQLSTATE",
-    "syntax error at",
-];
-
-/// Asserts the error envelope and that it gives nothing of the inside away.
-fn assert_clean_error(response: &TestResponse, status: u16, code: &str) -> String {
-    let message = response.assert_error(status, code);
-    assert_no_internals(&response.body.to_string());
-    message
-}
-
-fn assert_no_internals(text: &str) {
-    for word in INTERNALS {
-        assert!(!text.contains(word), "leaks {word:?}: {text}");
-    }
-}
+use platform::testing::{TestResponse, assert_no_internals, metric_value};
 
 /// The service still creates and reads users after whatever came before.
 async fn assert_still_serving(app: &TestApp) {
@@ -110,7 +81,7 @@ async fn oversized_bodies_are_413_however_their_length_is_declared() {
 
     // Honest Content-Length over 64 KiB.
     let declared = post_raw_body(&app, "/api/v1/users", body.clone()).await;
-    assert_clean_error(&declared, 413, "PAYLOAD_TOO_LARGE");
+    declared.assert_clean_error(413, "PAYLOAD_TOO_LARGE");
 
     // No Content-Length at all: chunked transfer encoding, counted as it arrives.
     let mut chunked = post_head("/api/v1/users", "Transfer-Encoding: chunked\r\n");
@@ -244,7 +215,7 @@ async fn deeply_nested_json_is_a_400_not_a_crash() {
                 .header("content-type", "application/json")
                 .body(body.clone());
             let response = app.send(request).await;
-            let message = assert_clean_error(&response, 400, "VALIDATION_ERROR");
+            let message = response.assert_clean_error(400, "VALIDATION_ERROR");
             assert!(
                 response.invalid_fields().contains(&field.to_owned()),
                 "{method} {field}: {message}"
@@ -267,7 +238,7 @@ async fn invalid_utf8_in_body_query_and_path_is_a_400() {
         &b"{\"email\":\"a@example.com\",\"name\":\"J\xffo\",\"age\":3}"[..],
     )
     .await;
-    assert_clean_error(&response, 400, "BAD_REQUEST");
+    response.assert_clean_error(400, "BAD_REQUEST");
     // An escaped lone surrogate is well-formed JSON but no Unicode text: the field is named.
     let response = post_raw_body(
         &app,
@@ -275,7 +246,7 @@ async fn invalid_utf8_in_body_query_and_path_is_a_400() {
         r#"{"email":"a@example.com","name":"J\ud800o","age":3}"#,
     )
     .await;
-    assert_clean_error(&response, 400, "VALIDATION_ERROR");
+    response.assert_clean_error(400, "VALIDATION_ERROR");
     assert_eq!(response.invalid_fields(), ["name"]);
     // A byte-order mark is not JSON (RFC 8259 lets parsers refuse it).
     let bom = post_raw_body(
@@ -288,17 +259,19 @@ async fn invalid_utf8_in_body_query_and_path_is_a_400() {
     assert_no_internals(&bom.body.to_string());
     // Percent-encoded invalid UTF-8 in a query value names the parameter.
     let response = app.get("/api/v1/users?search=%FF%FE").await;
-    let message = assert_clean_error(&response, 400, "VALIDATION_ERROR");
+    let message = response.assert_clean_error(400, "VALIDATION_ERROR");
     assert_eq!(response.invalid_fields(), ["search"], "{message}");
     // ... in a parameter name it cannot name it.
-    assert_clean_error(&app.get("/api/v1/users?%C0%AF=1").await, 400, "BAD_REQUEST");
+    app.get("/api/v1/users?%C0%AF=1")
+        .await
+        .assert_clean_error(400, "BAD_REQUEST");
     // ... in the id segment.
     for path in [
         "/api/v1/users/%FF",
         "/api/v1/users/%C0%AF",
         "/api/v1/users/1%00",
     ] {
-        assert_clean_error(&app.get(path).await, 400, "BAD_REQUEST");
+        app.get(path).await.assert_clean_error(400, "BAD_REQUEST");
     }
     // Raw bytes outside ASCII in the request line never reach the router: hyper
     // answers a bare 400 and closes.
@@ -334,7 +307,7 @@ backend_tests! {
         ];
         for (body, field) in creates {
             let response = app.post_json("/api/v1/users", &body).await;
-            assert_clean_error(&response, 400, "VALIDATION_ERROR");
+            response.assert_clean_error(400, "VALIDATION_ERROR");
             assert!(response.invalid_fields().contains(&field.to_owned()), "{body} -> {}", response.body);
         }
         let updates: Vec<(Value, &str)> = vec![
@@ -349,7 +322,7 @@ backend_tests! {
         ];
         for (body, field) in updates {
             let response = app.put_json(&path, &body).await;
-            assert_clean_error(&response, 400, "VALIDATION_ERROR");
+            response.assert_clean_error(400, "VALIDATION_ERROR");
             assert!(response.invalid_fields().contains(&field.to_owned()), "{body} -> {}", response.body);
         }
         let unchanged = app.get(&path).await;
@@ -374,7 +347,7 @@ backend_tests! {
                 let request = app.http.request(method.parse().unwrap(), app.url(path))
                     .header("content-type", "application/json").body(body);
                 let response = app.send(request).await;
-                let message = assert_clean_error(&response, 400, "VALIDATION_ERROR");
+                let message = response.assert_clean_error(400, "VALIDATION_ERROR");
                 assert_eq!(response.invalid_fields(), [field], "{body}: {message}");
                 assert!(message.contains("duplicate field"), "{message}");
             }
@@ -388,7 +361,7 @@ backend_tests! {
         let long_digits = "9".repeat(5_000);
         for id in ["1e3", "0x10", "%201", "1%20", "-0", "\u{0661}", "1.0", "NaN", "18446744073709551616", long_digits.as_str()] {
             let response = app.get(&format!("/api/v1/users/{id}")).await;
-            let message = assert_clean_error(&response, 400, "BAD_REQUEST");
+            let message = response.assert_clean_error(400, "BAD_REQUEST");
             assert!(message.len() < 200, "echo is truncated: {message}");
         }
         let cases: Vec<(String, &str)> = vec![
@@ -408,13 +381,13 @@ backend_tests! {
         ];
         for (query, field) in cases {
             let response = app.get(&format!("/api/v1/users?{query}")).await;
-            let message = assert_clean_error(&response, 400, "VALIDATION_ERROR");
+            let message = response.assert_clean_error(400, "VALIDATION_ERROR");
             assert_eq!(response.invalid_fields(), [field], "{query}: {message}");
             assert!(message.len() < 300, "echo is truncated: {message}");
         }
         // Every bad parameter at once is named at once.
         let response = app.get("/api/v1/users?page=0&page_size=0&active=maybe").await;
-        assert_clean_error(&response, 400, "VALIDATION_ERROR");
+        response.assert_clean_error(400, "VALIDATION_ERROR");
         assert_eq!(response.invalid_fields(), ["page", "page_size", "active"]);
         assert_still_serving(&app).await;
     }
@@ -453,7 +426,7 @@ backend_tests! {
         // NUL cannot be in any name or email; PostgreSQL would refuse it as a text parameter.
         for term in ["\0", "a\0b", "\u{1b}[2J"] {
             let response = search(term).await;
-            assert_clean_error(&response, 400, "VALIDATION_ERROR");
+            response.assert_clean_error(400, "VALIDATION_ERROR");
             assert_eq!(response.invalid_fields(), ["search"], "{term:?}");
         }
         // The table is intact: every user is still listed.
@@ -489,10 +462,10 @@ backend_tests! {
         ];
         for (i, name) in rejected.iter().enumerate() {
             let response = app.post_json("/api/v1/users", &json!({"email": format!("bad{i}@example.com"), "name": name, "age": 30})).await;
-            assert_clean_error(&response, 400, "VALIDATION_ERROR");
+            response.assert_clean_error(400, "VALIDATION_ERROR");
             assert_eq!(response.invalid_fields(), ["name"], "{name:?}");
             let response = app.put_json("/api/v1/users/1", &json!({"name": name})).await;
-            assert_clean_error(&response, 400, "VALIDATION_ERROR");
+            response.assert_clean_error(400, "VALIDATION_ERROR");
         }
         assert_eq!(app.get("/api/v1/users").await.body["meta"]["total_count"], accepted.len());
         assert_still_serving(&app).await;
@@ -508,7 +481,7 @@ backend_tests! {
             "a@example.com\u{0}", "a\n@example.com", too_long.as_str(),
         ] {
             let response = app.post_json("/api/v1/users", &json!({"email": email, "name": "Mail Tester", "age": 30})).await;
-            assert_clean_error(&response, 400, "VALIDATION_ERROR");
+            response.assert_clean_error(400, "VALIDATION_ERROR");
             assert_eq!(response.invalid_fields(), ["email"], "{email:?}");
         }
         // A long but valid address is stored and found as sent (lower-cased).
@@ -524,7 +497,7 @@ async fn long_query_strings_and_urls_get_a_clean_4xx_and_the_server_keeps_servin
     // Under hyper's URI limit (65534 bytes): our own 400 naming the parameter.
     let search = "s".repeat(60 * 1024);
     let response = app.get(&format!("/api/v1/users?search={search}")).await;
-    let message = assert_clean_error(&response, 400, "VALIDATION_ERROR");
+    let message = response.assert_clean_error(400, "VALIDATION_ERROR");
     assert_eq!(response.invalid_fields(), ["search"]);
     assert!(
         message.len() < 300,
@@ -723,7 +696,7 @@ async fn spoofed_forwarding_headers_never_buy_a_fresh_bucket() {
         "no forwarding header is believed without a trusted proxy"
     );
     let limited = direct.get("/api/v1/users").await;
-    assert_clean_error(&limited, 429, "RATE_LIMIT_EXCEEDED");
+    limited.assert_clean_error(429, "RATE_LIMIT_EXCEEDED");
 
     // Behind a trusted proxy the client can still prepend whatever it likes; only
     // the hop the proxy appended (rightmost untrusted) counts.
@@ -771,7 +744,7 @@ async fn spoofed_forwarding_headers_never_buy_a_fresh_bucket() {
                 .header("x-forwarded-for", huge_chain),
         )
         .await;
-    assert_clean_error(&flooded, 429, "RATE_LIMIT_EXCEEDED");
+    flooded.assert_clean_error(429, "RATE_LIMIT_EXCEEDED");
 }
 
 #[tokio::test]
