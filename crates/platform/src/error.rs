@@ -8,14 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// Pagination metadata of a list response.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct PageMeta {
-    pub page: u64,
-    pub page_size: u64,
-    pub total_pages: u64,
-    pub total_count: u64,
-}
+use crate::db::DbError;
+use crate::pagination::PageMeta;
 
 /// One invalid field of a request, named as the client sent it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -134,9 +128,13 @@ pub enum ApiError {
     /// 429 RATE_LIMIT_EXCEEDED, with a `Retry-After` header.
     #[error("rate limit exceeded, retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    /// 503 SERVICE_UNAVAILABLE: a dependency (database, timeout budget) cannot serve now.
+    /// 503 SERVICE_UNAVAILABLE: a dependency (timeout budget, another service) cannot serve now.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// 503 SERVICE_UNAVAILABLE when the database cannot serve now; 500 INTERNAL_ERROR
+    /// for any other database error a store did not map (a bug).
+    #[error(transparent)]
+    Database(#[from] DbError),
     /// 500 INTERNAL_ERROR: a bug or an unexpected failure; the details go to the log only.
     #[error("internal error: {0}")]
     Internal(#[source] anyhow::Error),
@@ -170,8 +168,10 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServiceUnavailable(_) | Self::Database(DbError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Internal(_) | Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -186,8 +186,10 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
-            Self::ServiceUnavailable(_) => "SERVICE_UNAVAILABLE",
-            Self::Internal(_) => "INTERNAL_ERROR",
+            Self::ServiceUnavailable(_) | Self::Database(DbError::Unavailable(_)) => {
+                "SERVICE_UNAVAILABLE"
+            }
+            Self::Internal(_) | Self::Database(_) => "INTERNAL_ERROR",
         }
     }
 }
@@ -195,10 +197,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        // The client gets a safe message; the log gets the cause chain.
+        // The client gets a safe message; the log gets the cause, once.
         let message = match &self {
             Self::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
+                "internal server error".to_owned()
+            }
+            Self::Database(cause @ DbError::Unavailable(_)) => {
+                tracing::warn!(error = %cause, "service unavailable: database");
+                "database is unavailable, retry later".to_owned()
+            }
+            Self::Database(cause) => {
+                tracing::error!(error = %cause, "internal error: database");
                 "internal server error".to_owned()
             }
             Self::ServiceUnavailable(reason) => {
@@ -287,6 +297,30 @@ mod tests {
         let body = body_json(response).await;
         assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
         assert!(!body.to_string().contains("SELECT"));
+    }
+
+    #[tokio::test]
+    async fn database_errors_are_503_when_unavailable_and_500_otherwise_without_details() {
+        let down = ApiError::from(DbError::Unavailable("connection refused".to_owned()));
+        let response = down.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_json(response).await;
+        assert_eq!(
+            body["error"]["message"],
+            "database is unavailable, retry later"
+        );
+        let unmapped = ApiError::from(DbError::UniqueViolation {
+            constraint: "users_email_live_key".to_owned(),
+            message: "duplicate key".to_owned(),
+        });
+        let response = unmapped.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !body_json(response)
+                .await
+                .to_string()
+                .contains("users_email")
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 //! It is a small library, not a framework: each service builds its own router and
 //! hands it to [`server::Platform::app`] for the common middleware stack.
 
+pub mod app;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -13,11 +15,17 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod pagination;
+pub mod query;
 pub mod rate_limit;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod validation;
 
-pub use error::{ApiError, ApiResponse, ApiResult, FieldError, PageMeta};
-pub use extract::{ApiJson, PageRequest, PathId, QueryParams, RequestId};
+pub use body::ApiJson;
+pub use error::{ApiError, ApiResponse, ApiResult, FieldError};
+pub use extract::{PathId, RequestId};
+pub use pagination::{PageMeta, PageRequest};
+pub use query::ListQuery;

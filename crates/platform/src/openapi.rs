@@ -12,7 +12,8 @@ use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Required, Type};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::{FieldError, PageMeta};
+use crate::error::FieldError;
+use crate::pagination::PageMeta;
 
 /// Every error answer: `{"success":false,"error":{…}}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,6 +115,14 @@ pub fn add_links(spec: &mut OpenApi) {
             }
         }
     }
+}
+
+/// A service's generated document with what every operation shares: the common
+/// responses and headers, and the links from each create to its resource.
+pub fn finish(mut spec: OpenApi) -> OpenApi {
+    add_common_responses(&mut spec);
+    add_links(&mut spec);
+    spec
 }
 
 /// Adds what every operation shares: the optional `X-Request-ID` request header,

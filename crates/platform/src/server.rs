@@ -26,10 +26,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+use crate::body::MAX_BODY_BYTES;
 use crate::config::HttpSettings;
 use crate::db::Database;
 use crate::error::ApiError;
-use crate::extract::MAX_BODY_BYTES;
 use crate::health::{self, HealthInfo, HealthState};
 use crate::metrics::{self, Metrics};
 use crate::rate_limit::{self, RateLimiter};

@@ -7,12 +7,21 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
-use utoipa::ToSchema;
-use validator::{Validate, ValidationError};
+use utoipa::{IntoParams, ToSchema};
+use validator::Validate;
 
 use crate::user_client::RemoteUser;
 use platform::db::{DbError, Row};
-use platform::{ApiError, FieldError, PageRequest, QueryParams};
+use platform::validation::{Int, Text};
+
+/// A product id: 1..64 characters, no control characters, no surrounding whitespace.
+pub type ProductId = Text<1, 64>;
+
+/// Items in one order.
+pub type Quantity = Int<1, 1_000_000>;
+
+/// A user id of user-service.
+pub type UserId = Int<1, { i64::MAX }>;
 
 /// A row of the `orders` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,32 +212,22 @@ impl Serialize for Money {
 }
 
 /// `POST /api/v1/orders`
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
-    /// Must be an existing, active user of user-service.
-    #[serde(deserialize_with = "platform::extract::integer")]
-    #[validate(range(min = 1, message = "must be a positive integer"))]
-    #[schema(minimum = 1, example = 1)]
-    pub user_id: i64,
-    /// No control characters, no surrounding whitespace.
-    #[validate(custom(function = "valid_product_id"))]
-    #[schema(
-        min_length = 1,
-        max_length = 64,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
-        example = "PROD-123"
-    )]
-    pub product_id: String,
-    #[serde(deserialize_with = "platform::extract::integer")]
-    #[validate(range(min = 1, max = 1_000_000, message = "must be between 1 and 1000000"))]
-    #[schema(minimum = 1, maximum = 1_000_000, example = 2)]
-    pub quantity: i64,
+    // The rules and their schemas are the field types'. The user must be an
+    // existing, active user of user-service.
+    #[schema(inline)]
+    pub user_id: UserId,
+    #[schema(inline)]
+    pub product_id: ProductId,
+    #[schema(inline)]
+    pub quantity: Quantity,
     pub total_price: Money,
 }
 
 /// `PUT /api/v1/orders/{id}`
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrderRequest {
     pub status: OrderStatus,
@@ -274,70 +273,19 @@ pub struct OrderWithUser {
     pub user: Option<RemoteUser>,
 }
 
-/// `GET /api/v1/orders?page&page_size&user_id&status&product_id`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The filters of `GET /api/v1/orders` (the page is read beside them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OrderFilter {
-    pub page: PageRequest,
-    pub user_id: Option<i64>,
+    /// Only this user's orders
+    #[param(inline)]
+    pub user_id: Option<UserId>,
+    /// Only orders in this status
     pub status: Option<OrderStatus>,
-    pub product_id: Option<String>,
-}
-
-impl OrderFilter {
-    /// # Errors
-    /// A 400 VALIDATION_ERROR naming each bad parameter.
-    pub fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
-        let mut errors = Vec::new();
-        let page = PageRequest::from_query(query, &mut errors);
-        let user_id = match query.parse::<i64>("user_id", "a positive integer") {
-            Ok(Some(id)) if id < 1 => {
-                errors.push(FieldError::new("user_id", "must be a positive integer"));
-                None
-            }
-            Ok(id) => id,
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        };
-        let status = query
-            .parse::<OrderStatus>(
-                "status",
-                "one of pending, confirmed, shipped, delivered, cancelled",
-            )
-            .unwrap_or_else(|e| {
-                errors.push(e);
-                None
-            });
-        // Exact match on the raw value: the same rule as on create, no trimming.
-        let product_id = query.text("product_id").map(str::to_owned);
-        if product_id.as_deref().is_some_and(|p| p.trim() != p) {
-            errors.push(FieldError::new(
-                "product_id",
-                "must not start or end with whitespace",
-            ));
-        }
-        if let Some(Err(e)) = product_id.as_deref().map(valid_product_id) {
-            errors.push(FieldError::new(
-                "product_id",
-                e.message.map(|m| m.to_string()).unwrap_or_default(),
-            ));
-        }
-        if errors.is_empty() {
-            Ok(Self {
-                page,
-                user_id,
-                status,
-                product_id,
-            })
-        } else {
-            Err(ApiError::validation(errors))
-        }
-    }
-}
-
-fn valid_product_id(product_id: &str) -> Result<(), ValidationError> {
-    platform::extract::validate_text(product_id, 1, 64)
+    /// Only this product (exact match)
+    // An exact match on a bound value, with the same rule as on create (no trimming).
+    #[param(inline)]
+    pub product_id: Option<ProductId>,
 }
 
 #[cfg(test)]
@@ -409,12 +357,12 @@ mod tests {
 
     #[test]
     fn money_works_through_the_platform_json_parser() {
-        let request: CreateOrderRequest = platform::extract::parse_json(
+        let request: CreateOrderRequest = platform::body::parse_json(
             br#"{"user_id":1,"product_id":"P","quantity":2,"total_price":0.3}"#,
         )
         .unwrap();
         assert_eq!(request.total_price, Money(30));
-        let err = platform::extract::parse_json::<CreateOrderRequest>(
+        let err = platform::body::parse_json::<CreateOrderRequest>(
             br#"{"user_id":1,"product_id":"P","quantity":2,"total_price":1.001}"#,
         )
         .unwrap_err();

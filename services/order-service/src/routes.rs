@@ -6,13 +6,14 @@ use axum::routing::{get, post};
 use platform::db::Database;
 
 use crate::model::{
-    CreateOrderRequest, OrderFilter, OrderResponse, OrderStatus, OrderWithUser, UpdateOrderRequest,
+    CreateOrderRequest, OrderFilter, OrderResponse, OrderWithUser, UpdateOrderRequest,
 };
 use crate::service::{embedded_user, place_order};
 use crate::store;
 use crate::user_client::UserClient;
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
-use platform::{ApiJson, ApiResponse, ApiResult, PathId, QueryParams, RequestId};
+use platform::pagination::PageQuery;
+use platform::{ApiJson, ApiResponse, ApiResult, ListQuery, PathId, RequestId};
 
 /// The OpenAPI document, generated from the handlers and types below.
 #[derive(utoipa::OpenApi)]
@@ -29,10 +30,7 @@ struct ApiDoc;
 
 /// The OpenAPI 3.1 document of this service, with the shared responses and headers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut spec = <ApiDoc as utoipa::OpenApi>::openapi();
-    platform::openapi::add_common_responses(&mut spec);
-    platform::openapi::add_links(&mut spec);
-    spec
+    platform::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
 /// What the handlers share.
@@ -102,27 +100,18 @@ async fn get_order(
 /// List live orders, newest first. Lists do not embed users: one user-service
 /// call per row would make a page as slow as its slowest lookup.
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
-    params(
-        ("page" = Option<i64>, Query, minimum = 1, description = "Page number, default 1"),
-        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, default 10"),
-        ("user_id" = Option<i64>, Query, minimum = 1, description = "Only this user's orders"),
-        ("status" = Option<OrderStatus>, Query, description = "Only orders in this status"),
-        ("product_id" = Option<String>, Query, min_length = 1, max_length = 64,
-            pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
-            description = "Only this product (exact match)"),
-    ),
+    params(PageQuery, OrderFilter),
     responses(
         (status = 200, description = "One page of orders", body = PageEnvelope<OrderResponse>),
         (status = 400, description = "A query parameter is invalid (named)", body = ErrorEnvelope),
     ))]
 async fn list_orders(
     State(state): State<AppState>,
-    query: QueryParams,
+    ListQuery(page, filter): ListQuery<OrderFilter>,
 ) -> ApiResult<Vec<OrderResponse>> {
-    let filter = OrderFilter::from_query(&query)?;
-    let (orders, total) = store::list(&state.db, &filter).await?;
+    let (orders, total) = store::list(&state.db, &page, &filter).await?;
     let orders = orders.into_iter().map(OrderResponse::from).collect();
-    Ok(ApiResponse::page(orders, filter.page.meta(total)))
+    Ok(ApiResponse::page(orders, page.meta(total)))
 }
 
 /// Change an order's status along the state machine: pending -> confirmed |

@@ -2,10 +2,10 @@
 
 use platform::db::Database;
 
+use crate::error::OrderError;
 use crate::model::{CreateOrderRequest, Order};
 use crate::store;
 use crate::user_client::{RemoteUser, UserClient, UserLookup};
-use platform::ApiError;
 
 /// Creates an order for an existing, active user. When user-service cannot say
 /// (down, failing, slow, circuit open) the order is still taken, marked unverified,
@@ -13,23 +13,24 @@ use platform::ApiError;
 /// another service is having a bad minute.
 ///
 /// # Errors
-/// 404 when the user does not exist, 400 when the user is inactive, or a database error.
+/// When the user does not exist or is inactive, or a database error.
 pub async fn place_order(
     db: &Database,
     users: &UserClient,
     request: &CreateOrderRequest,
     request_id: Option<String>,
-) -> Result<(Order, Option<RemoteUser>), ApiError> {
-    match users.get_user(request.user_id, request_id).await {
+) -> Result<(Order, Option<RemoteUser>), OrderError> {
+    let user_id = request.user_id.get();
+    match users.get_user(user_id, request_id).await {
         Ok(UserLookup::Found(user)) if user.active => {
             let order = store::insert(db, request, true).await?;
             Ok((order, Some(user)))
         }
-        Ok(UserLookup::Found(_)) => Err(ApiError::BadRequest("user is not active".to_owned())),
-        Ok(UserLookup::NotFound) => Err(ApiError::NotFound("user not found".to_owned())),
+        Ok(UserLookup::Found(_)) => Err(OrderError::UserNotActive),
+        Ok(UserLookup::NotFound) => Err(OrderError::UserNotFound),
         Err(err) => {
             let order = store::insert(db, request, false).await?;
-            tracing::warn!(order_id = order.id, user_id = request.user_id, error = %err,
+            tracing::warn!(order_id = order.id, user_id, error = %err,
                 "user-service unavailable; order accepted unverified");
             Ok((order, None))
         }

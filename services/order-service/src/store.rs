@@ -4,17 +4,16 @@
 use std::sync::LazyLock;
 
 use chrono::{SubsecRound, Utc};
-use platform::ApiError;
-use platform::db::{Database, Filter, SqlParam, fetch_page};
+use platform::PageRequest;
+use platform::db::{Database, DbError, SqlParam};
+use platform::pagination::{Filter, fetch_page};
 
+use crate::error::OrderError;
 use crate::model::{CreateOrderRequest, Order, OrderFilter, OrderStatus};
 
+/// Timestamps at microsecond precision, which both backends store exactly.
 fn now() -> chrono::DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
-}
-
-fn not_found(id: i64) -> ApiError {
-    ApiError::NotFound(format!("order {id} not found"))
 }
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
@@ -73,44 +72,53 @@ static REJECT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Inserts a pending order; `user_verified` records whether user-service vouched for the user.
+#[tracing::instrument(level = "debug", skip(db, request))]
 pub async fn insert(
     db: &Database,
     request: &CreateOrderRequest,
     user_verified: bool,
-) -> Result<Order, ApiError> {
-    let quantity = i32::try_from(request.quantity)
-        .map_err(|_| ApiError::invalid_field("quantity", "out of range"))?;
+) -> Result<Order, DbError> {
+    let product_id: &String = &request.product_id;
     let params: [&dyn SqlParam; 7] = [
-        &request.user_id,
-        &request.product_id,
-        &quantity,
+        &request.user_id.get(),
+        &product_id,
+        &request.quantity.as_i32(),
         &request.total_price.0,
         &OrderStatus::Pending.as_str(),
         &user_verified,
         &now(),
     ];
     let row = db.query_one(&INSERT, &params).await?;
-    Ok(Order::from_row(&row)?)
+    Order::from_row(&row)
 }
 
-pub async fn find(db: &Database, id: i64) -> Result<Order, ApiError> {
+/// The live order with this id.
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn find(db: &Database, id: i64) -> Result<Order, OrderError> {
     match db.query_opt(&FIND, &[&id]).await? {
         Some(row) => Ok(Order::from_row(&row)?),
-        None => Err(not_found(id)),
+        None => Err(OrderError::NotFound(id)),
     }
 }
 
 /// One page of live orders, newest first, and the total matching the filter.
-pub async fn list(db: &Database, filter: &OrderFilter) -> Result<(Vec<Order>, u64), ApiError> {
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn list(
+    db: &Database,
+    page: &PageRequest,
+    filter: &OrderFilter,
+) -> Result<(Vec<Order>, u64), DbError> {
+    let user_id = filter.user_id.map(platform::validation::Int::get);
     let status = filter.status.map(OrderStatus::as_str);
+    let product_id: Option<&String> = filter.product_id.as_deref();
     let mut conditions = Filter::new("deleted_at IS NULL");
-    if let Some(user_id) = &filter.user_id {
+    if let Some(user_id) = &user_id {
         conditions = conditions.and("user_id = ?", user_id);
     }
     if let Some(status) = &status {
         conditions = conditions.and("status = ?", status);
     }
-    if let Some(product_id) = &filter.product_id {
+    if let Some(product_id) = &product_id {
         // Exact match on a bound value, so `%` or `'` are just characters.
         conditions = conditions.and("product_id = ?", product_id);
     }
@@ -120,7 +128,7 @@ pub async fn list(db: &Database, filter: &OrderFilter) -> Result<(Vec<Order>, u6
         "orders",
         conditions,
         "created_at DESC, id DESC",
-        &filter.page,
+        page,
     )
     .await?;
     let orders = rows.iter().map(Order::from_row).collect::<Result<_, _>>()?;
@@ -131,69 +139,77 @@ pub async fn list(db: &Database, filter: &OrderFilter) -> Result<(Vec<Order>, u6
 ///
 /// The write is conditional on the status it was read with, so of two concurrent
 /// updates only one can win; the loser gets 409 naming both statuses.
-pub async fn change_status(db: &Database, id: i64, next: OrderStatus) -> Result<Order, ApiError> {
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn change_status(db: &Database, id: i64, next: OrderStatus) -> Result<Order, OrderError> {
     let current = find(db, id).await?;
     if current.status == next {
         return Ok(current);
     }
     if !current.status.can_become(next) {
-        return Err(transition_conflict(current.status, next));
+        return Err(OrderError::Transition {
+            from: current.status,
+            to: next,
+        });
     }
     let params: [&dyn SqlParam; 4] = [&id, &current.status.as_str(), &next.as_str(), &now()];
     match db.query_opt(&CHANGE_STATUS, &params).await? {
         Some(row) => Ok(Order::from_row(&row)?),
         // Someone changed it between our read and write: report what it is now.
         None => match find(db, id).await?.status {
-            now if now == next => Err(ApiError::Conflict(format!(
-                "order was concurrently changed to {now}"
-            ))),
-            now => Err(transition_conflict(now, next)),
+            now if now == next => Err(OrderError::ConcurrentlyChanged(now)),
+            now => Err(OrderError::Transition {
+                from: now,
+                to: next,
+            }),
         },
     }
 }
 
-fn transition_conflict(from: OrderStatus, to: OrderStatus) -> ApiError {
-    ApiError::Conflict(format!("cannot change order status from {from} to {to}"))
-}
-
-pub async fn soft_delete(db: &Database, id: i64) -> Result<(), ApiError> {
+/// Marks the order deleted; a second delete finds nothing.
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn soft_delete(db: &Database, id: i64) -> Result<(), OrderError> {
     match db.execute(SOFT_DELETE, &[&id, &now()]).await? {
-        0 => Err(not_found(id)),
+        0 => Err(OrderError::NotFound(id)),
         _ => Ok(()),
     }
 }
 
 /// The oldest live orders whose user is not yet verified.
-pub async fn unverified(db: &Database, limit: u64) -> Result<Vec<Order>, ApiError> {
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn unverified(db: &Database, limit: u64) -> Result<Vec<Order>, DbError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = db.query(&UNVERIFIED, &[&limit]).await?;
-    Ok(rows.iter().map(Order::from_row).collect::<Result<_, _>>()?)
+    rows.iter().map(Order::from_row).collect()
 }
 
-/// Marks these still-unverified orders verified; returns how many changed.
-/// One statement per order: a batch is small (one user's orders), and each order
-/// settles on its own.
-pub async fn mark_verified(db: &Database, ids: &[i64]) -> Result<u64, ApiError> {
+/// Marks these still-unverified orders verified, in one transaction; returns
+/// how many changed.
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn mark_verified(db: &Database, ids: &[i64]) -> Result<u64, DbError> {
     let at = now();
     let mut changed = 0;
+    let mut transaction = db.begin().await?;
     for id in ids {
-        changed += db.execute(MARK_VERIFIED, &[id, &at]).await?;
+        changed += transaction.execute(MARK_VERIFIED, &[id, &at]).await?;
     }
+    transaction.commit().await?;
     Ok(changed)
 }
 
 /// Settles orders whose user turned out not to exist or to be inactive: those that
 /// can still be cancelled are; those already past that point keep their status.
 /// All are marked verified with the reason, so they leave the queue either way.
-/// Returns how many were cancelled.
-pub async fn reject_unverified(db: &Database, ids: &[i64], reason: &str) -> Result<u64, ApiError> {
+/// Returns how many were cancelled. One transaction for the whole batch.
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn reject_unverified(db: &Database, ids: &[i64], reason: &str) -> Result<u64, DbError> {
     let too_late_reason = format!("{reason} (found after the order had progressed)");
     let cancelled_status = OrderStatus::Cancelled.as_str();
     let at = now();
     let (mut cancelled, mut too_late) = (0u64, 0u64);
+    let mut transaction = db.begin().await?;
     for id in ids {
         let params: [&dyn SqlParam; 5] = [id, &reason, &too_late_reason, &cancelled_status, &at];
-        if let Some(row) = db.query_opt(&REJECT, &params).await? {
+        if let Some(row) = transaction.query_opt(&REJECT, &params).await? {
             if row.get::<bool>("cancelled")? {
                 cancelled += 1;
             } else {
@@ -201,6 +217,7 @@ pub async fn reject_unverified(db: &Database, ids: &[i64], reason: &str) -> Resu
             }
         }
     }
+    transaction.commit().await?;
     if too_late > 0 {
         tracing::warn!(
             orders = too_late,
@@ -209,4 +226,58 @@ pub async fn reject_unverified(db: &Database, ids: &[i64], reason: &str) -> Resu
         );
     }
     Ok(cancelled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::testing::TestDatabase;
+
+    async fn migrated(url: &str) -> Database {
+        let lookup = |name: &str| (name == "ORDER_SERVICE_DATABASE_URL").then(|| url.to_owned());
+        let config = crate::config::Config::from_lookup(&lookup).expect("config");
+        platform::db::connect_and_migrate(&config.database, crate::MIGRATIONS)
+            .await
+            .expect("migrated database")
+    }
+
+    platform::backend_tests! {
+        async fn the_column_list_is_the_table_and_from_row_reads_it_back(backend) {
+            let database = TestDatabase::create(backend).await;
+            let db = migrated(&database.url).await;
+            let request: CreateOrderRequest = platform::body::parse_json(
+                br#"{"user_id":7,"product_id":"P-1","quantity":3,"total_price":12.34}"#,
+            )
+            .unwrap();
+            let order = insert(&db, &request, false).await.unwrap();
+            let row = db.query_one("SELECT * FROM orders WHERE id = $1", &[&order.id]).await.unwrap();
+            let mut table = row.column_names();
+            table.sort();
+            let mut listed: Vec<&str> = Order::COLUMNS.split(", ").collect();
+            listed.sort_unstable();
+            assert_eq!(table, listed, "Order::COLUMNS names every column of orders");
+            assert_eq!(find(&db, order.id).await.unwrap(), order, "from_row reads back what was stored");
+            assert_eq!((order.total_price_cents, order.quantity), (1234, 3));
+            db.close().await;
+        }
+
+        async fn a_rejected_batch_is_written_in_one_transaction(backend) {
+            let database = TestDatabase::create(backend).await;
+            let db = migrated(&database.url).await;
+            let request: CreateOrderRequest = platform::body::parse_json(
+                br#"{"user_id":7,"product_id":"P-1","quantity":1,"total_price":1}"#,
+            )
+            .unwrap();
+            let first = insert(&db, &request, false).await.unwrap();
+            let second = insert(&db, &request, false).await.unwrap();
+            let cancelled = reject_unverified(&db, &[first.id, second.id], "user not found").await.unwrap();
+            assert_eq!(cancelled, 2);
+            for id in [first.id, second.id] {
+                let order = find(&db, id).await.unwrap();
+                assert_eq!((order.status, order.user_verified), (OrderStatus::Cancelled, true));
+            }
+            assert!(unverified(&db, 10).await.unwrap().is_empty());
+            db.close().await;
+        }
+    }
 }

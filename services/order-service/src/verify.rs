@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use platform::db::Database;
+use platform::db::{Database, DbError};
 use prometheus::{IntCounterVec, Opts};
 use tokio_util::sync::CancellationToken;
 
@@ -72,8 +72,8 @@ impl Verifier {
                     _ = ticker.tick() => {}
                     () = shutdown.cancelled() => break,
                 }
-                // A sweep is cancelled with the service; its writes are single
-                // statements, so stopping between them leaves nothing half done.
+                // A sweep is cancelled with the service; each batch of writes is
+                // one transaction, so stopping between them leaves nothing half done.
                 tokio::select! {
                     result = self.sweep() => match result {
                         Ok(report) if report != SweepReport::default() => {
@@ -92,7 +92,7 @@ impl Verifier {
     ///
     /// # Errors
     /// When the database cannot be read.
-    pub async fn sweep(&self) -> Result<SweepReport, platform::ApiError> {
+    pub async fn sweep(&self) -> Result<SweepReport, DbError> {
         let orders = store::unverified(&self.db, self.settings.batch_size).await?;
         let mut by_user: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for order in orders {
@@ -113,7 +113,7 @@ impl Verifier {
         Ok(total)
     }
 
-    async fn settle(&self, user_id: i64, ids: Vec<i64>) -> Result<SweepReport, platform::ApiError> {
+    async fn settle(&self, user_id: i64, ids: Vec<i64>) -> Result<SweepReport, DbError> {
         let mut report = SweepReport::default();
         match self.users.get_user(user_id, None).await {
             Ok(UserLookup::Found(user)) if user.active => {

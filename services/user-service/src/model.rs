@@ -1,12 +1,13 @@
 //! The user entity, the request and response types, and their validation rules.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-use validator::{Validate, ValidationError};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, SchemaFormat, Type};
+use utoipa::{IntoParams, ToSchema};
+use validator::Validate;
 
 use platform::db::{DbError, Row};
-use platform::{ApiError, FieldError, PageRequest, QueryParams};
+use platform::validation::{Int, Text, no_control_characters};
 
 /// A row of the `users` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,45 +42,89 @@ impl User {
     }
 }
 
+/// A user's name: 2..100 characters, no control characters, no surrounding whitespace.
+pub type UserName = Text<2, 100>;
+
+/// A user's age in years.
+pub type Age = Int<1, 150>;
+
+/// A valid email address of at most 254 bytes, held lower-case: emails are
+/// compared case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    /// # Errors
+    /// When `address` is not a valid email address.
+    pub fn parse(address: &str) -> Result<Self, &'static str> {
+        if address.len() <= 254 && validator::ValidateEmail::validate_email(&address) {
+            Ok(Self(address.to_lowercase()))
+        } else {
+            Err("must be a valid email address")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Read-only access; `&String` binds as an SQL parameter on both backends.
+impl std::ops::Deref for Email {
+    type Target = String;
+
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Email {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let address = String::deserialize(deserializer)?;
+        Self::parse(&address).map_err(serde::de::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for Email {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Email,
+            )))
+            .max_length(Some(254))
+            .description(Some(
+                "Unique among live users, compared case-insensitively (stored lower-case)",
+            ))
+            .examples([serde_json::json!("user@example.com")])
+            .into()
+    }
+}
+
+impl ToSchema for Email {}
+
 /// `POST /api/v1/users`
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    /// Unique among live users, compared case-insensitively (stored lower-case).
-    #[validate(custom(function = "valid_email"))]
-    #[schema(format = Email, max_length = 254, example = "user@example.com")]
-    pub email: String,
-    /// No control characters, no surrounding whitespace.
-    #[validate(custom(function = "valid_name"))]
-    #[schema(
-        min_length = 2,
-        max_length = 100,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
-        example = "John Doe"
-    )]
-    pub name: String,
-    #[serde(deserialize_with = "platform::extract::integer")]
-    #[validate(range(min = 1, max = 150, message = "must be between 1 and 150"))]
-    #[schema(minimum = 1, maximum = 150, example = 30)]
-    pub age: i64,
+    // The rules and their schemas are the field types'.
+    #[schema(inline)]
+    pub email: Email,
+    #[schema(inline)]
+    pub name: UserName,
+    #[schema(inline)]
+    pub age: Age,
 }
 
 /// `PUT /api/v1/users/{id}`: every field optional; absent (or null) means unchanged.
-#[derive(Debug, Clone, Default, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
-    #[validate(custom(function = "valid_name"))]
-    #[schema(
-        min_length = 2,
-        max_length = 100,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
-        example = "Jane Doe"
-    )]
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "platform::extract::optional_integer")]
-    #[validate(range(min = 1, max = 150, message = "must be between 1 and 150"))]
-    #[schema(minimum = 1, maximum = 150, example = 31)]
-    pub age: Option<i64>,
+    #[schema(inline)]
+    pub name: Option<UserName>,
+    #[schema(inline)]
+    pub age: Option<Age>,
     pub active: Option<bool>,
 }
 
@@ -115,100 +160,57 @@ impl From<User> for UserResponse {
     }
 }
 
-/// `GET /api/v1/users?page&page_size&search&active`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The filters of `GET /api/v1/users` (the page is read beside them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserFilter {
-    pub page: PageRequest,
-    /// Matched case-insensitively and literally (no wildcards) in name or email.
+    /// Case-insensitive literal substring of name or email; no control characters
+    // Longer terms cannot match a 100-char name anyway, and 254 still covers
+    // every email. PostgreSQL refuses a NUL in a text parameter, and names and
+    // emails hold no control characters, so none can match.
+    #[validate(
+        length(max = 254, message = "must be at most 254 characters"),
+        custom(function = no_control_characters)
+    )]
+    #[param(max_length = 254, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub search: Option<String>,
+    /// Only active (true) or inactive (false) users
     pub active: Option<bool>,
 }
 
-/// Longest accepted search term; longer ones cannot match a 100-char name anyway
-/// (emails are at most 254, so this still covers every email).
-const MAX_SEARCH_CHARS: usize = 254;
-
 impl UserFilter {
-    /// # Errors
-    /// A 400 VALIDATION_ERROR naming each bad parameter.
-    pub fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
-        let mut errors = Vec::new();
-        let page = PageRequest::from_query(query, &mut errors);
-        let raw_search = query.text("search");
-        if raw_search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
-            errors.push(FieldError::new(
-                "search",
-                format!("must be at most {MAX_SEARCH_CHARS} characters"),
-            ));
-        }
-        // PostgreSQL refuses a NUL in a text parameter (the query would fail as a
-        // 500), and names and emails hold no control characters, so none can match.
-        if raw_search.is_some_and(|s| s.chars().any(char::is_control)) {
-            errors.push(FieldError::new(
-                "search",
-                "must not contain control characters",
-            ));
-        }
-        let active = query
-            .parse::<bool>("active", "true or false")
-            .unwrap_or_else(|e| {
-                errors.push(e);
-                None
-            });
-        // Surrounding spaces never matter to a substring search; blank means no filter.
-        let search = raw_search
+    /// The search term without surrounding spaces, which never matter to a
+    /// substring search; blank means no search.
+    pub fn search_term(&self) -> Option<&str> {
+        self.search
+            .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(str::to_owned);
-        if errors.is_empty() {
-            Ok(Self {
-                page,
-                search,
-                active,
-            })
-        } else {
-            Err(ApiError::validation(errors))
-        }
     }
-}
-
-/// Emails are compared case-insensitively: stored lower-case.
-pub fn normalize_email(email: &str) -> String {
-    email.to_lowercase()
-}
-
-fn valid_email(email: &str) -> Result<(), ValidationError> {
-    if email.len() <= 254 && validator::ValidateEmail::validate_email(&email) {
-        Ok(())
-    } else {
-        Err(ValidationError::new("email").with_message("must be a valid email address".into()))
-    }
-}
-
-fn valid_name(name: &str) -> Result<(), ValidationError> {
-    platform::extract::validate_text(name, 2, 100)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn create(email: &str, name: &str, age: i64) -> CreateUserRequest {
-        CreateUserRequest {
-            email: email.into(),
-            name: name.into(),
-            age,
+    fn create(email: &str, name: &str, age: i64) -> Result<CreateUserRequest, platform::ApiError> {
+        let body = serde_json::json!({ "email": email, "name": name, "age": age });
+        platform::body::parse_json(body.to_string().as_bytes())
+    }
+
+    fn invalid_fields(err: platform::ApiError) -> Vec<String> {
+        match err {
+            platform::ApiError::Validation { details, .. } => {
+                details.into_iter().map(|d| d.field).collect()
+            }
+            other => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
     fn valid_request_passes() {
-        assert!(create("a@example.com", "Jo", 1).validate().is_ok());
-        assert!(
-            create("a@example.com", &"x".repeat(100), 150)
-                .validate()
-                .is_ok()
-        );
+        assert!(create("a@example.com", "Jo", 1).is_ok());
+        assert!(create("a@example.com", &"x".repeat(100), 150).is_ok());
     }
 
     #[test]
@@ -223,30 +225,38 @@ mod tests {
             (create("a@example.com", "John", 0), "age"),
             (create("a@example.com", "John", 151), "age"),
         ];
-        for (request, field) in cases {
-            let errors = request.validate().unwrap_err();
-            assert!(
-                errors.field_errors().contains_key(field),
-                "{field}: {errors:?}"
-            );
+        for (result, field) in cases {
+            assert_eq!(invalid_fields(result.unwrap_err()), [field]);
         }
     }
 
     #[test]
+    fn every_broken_rule_is_named_at_once() {
+        let err = create("not-an-email", "J", 0).unwrap_err();
+        assert_eq!(invalid_fields(err), ["age", "email", "name"]);
+    }
+
+    #[test]
     fn name_length_counts_characters_not_bytes() {
-        assert!(create("a@example.com", "Zoë", 30).validate().is_ok());
-        assert!(
-            create("a@example.com", &"é".repeat(100), 30)
-                .validate()
-                .is_ok()
-        );
+        assert!(create("a@example.com", "Zoë", 30).is_ok());
+        assert!(create("a@example.com", &"é".repeat(100), 30).is_ok());
     }
 
     #[test]
     fn emails_compare_case_insensitively() {
         assert_eq!(
-            normalize_email("John.Doe@Example.COM"),
+            Email::parse("John.Doe@Example.COM").unwrap().as_str(),
             "john.doe@example.com"
         );
+    }
+
+    #[test]
+    fn search_is_trimmed_and_blank_means_none() {
+        let filter = |search: &str| UserFilter {
+            search: Some(search.to_owned()),
+            active: None,
+        };
+        assert_eq!(filter("  jo ").search_term(), Some("jo"));
+        assert_eq!(filter("   ").search_term(), None);
     }
 }

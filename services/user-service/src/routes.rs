@@ -8,7 +8,8 @@ use platform::db::Database;
 use crate::model::{CreateUserRequest, UpdateUserRequest, UserFilter, UserResponse};
 use crate::store;
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
-use platform::{ApiError, ApiJson, ApiResponse, ApiResult, PathId, QueryParams};
+use platform::pagination::PageQuery;
+use platform::{ApiJson, ApiResponse, ApiResult, ListQuery, PathId};
 
 /// The OpenAPI document, generated from the handlers and types below.
 #[derive(utoipa::OpenApi)]
@@ -25,10 +26,7 @@ struct ApiDoc;
 
 /// The OpenAPI 3.1 document of this service, with the shared responses and headers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut spec = <ApiDoc as utoipa::OpenApi>::openapi();
-    platform::openapi::add_common_responses(&mut spec);
-    platform::openapi::add_links(&mut spec);
-    spec
+    platform::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
 /// The user API routes, without the platform's middleware.
@@ -53,10 +51,7 @@ async fn create_user(
     State(db): State<Database>,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> ApiResult<UserResponse> {
-    // The range rule has already held age to 1..=150.
-    let age =
-        i32::try_from(request.age).map_err(|_| ApiError::invalid_field("age", "out of range"))?;
-    let user = store::insert(&db, &request.email, &request.name, age).await?;
+    let user = store::insert(&db, &request).await?;
     tracing::info!(user_id = user.id, "user created");
     Ok(ApiResponse::created(user.into()))
 }
@@ -75,24 +70,18 @@ async fn get_user(State(db): State<Database>, PathId(id): PathId) -> ApiResult<U
 
 /// List live users, newest first.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
-    params(
-        ("page" = Option<i64>, Query, minimum = 1, description = "Page number, default 1"),
-        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, default 10"),
-        ("search" = Option<String>, Query, max_length = 254, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", description = "Case-insensitive literal substring of name or email; no control characters"),
-        ("active" = Option<bool>, Query, description = "Only active (true) or inactive (false) users"),
-    ),
+    params(PageQuery, UserFilter),
     responses(
         (status = 200, description = "One page of users", body = PageEnvelope<UserResponse>),
         (status = 400, description = "A query parameter is invalid (named)", body = ErrorEnvelope),
     ))]
 async fn list_users(
     State(db): State<Database>,
-    query: QueryParams,
+    ListQuery(page, filter): ListQuery<UserFilter>,
 ) -> ApiResult<Vec<UserResponse>> {
-    let filter = UserFilter::from_query(&query)?;
-    let (users, total) = store::list(&db, &filter).await?;
+    let (users, total) = store::list(&db, &page, &filter).await?;
     let users = users.into_iter().map(UserResponse::from).collect();
-    Ok(ApiResponse::page(users, filter.page.meta(total)))
+    Ok(ApiResponse::page(users, page.meta(total)))
 }
 
 /// Change a user's name, age or active flag; absent fields stay as they are.

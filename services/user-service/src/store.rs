@@ -4,19 +4,20 @@
 use std::sync::LazyLock;
 
 use chrono::{SubsecRound, Utc};
-use platform::ApiError;
-use platform::db::{Database, DbError, Filter, fetch_page};
+use platform::PageRequest;
+use platform::db::{Database, SqlParam};
+use platform::pagination::{Filter, fetch_page};
 
-use crate::model::{UpdateUserRequest, User, UserFilter, normalize_email};
+use crate::error::UserError;
+use crate::model::{Age, CreateUserRequest, UpdateUserRequest, User, UserFilter};
 
 /// Timestamps at microsecond precision, which both backends store exactly.
 fn now() -> chrono::DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn not_found(id: i64) -> ApiError {
-    ApiError::NotFound(format!("user {id} not found"))
-}
+/// The partial unique index on live users' emails, as each backend names it.
+const EMAIL_INDEX: (&str, &str) = ("users_email_live_key", "users.email");
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -48,14 +49,17 @@ const SOFT_DELETE: &str = "UPDATE users SET deleted_at = $2 WHERE id = $1 AND de
 
 /// Inserts a user; the partial unique index decides duplicates, so two racing
 /// requests cannot both win.
-pub async fn insert(db: &Database, email: &str, name: &str, age: i32) -> Result<User, ApiError> {
-    let email = normalize_email(email);
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn insert(db: &Database, request: &CreateUserRequest) -> Result<User, UserError> {
+    let email: &String = &request.email;
+    let name: &String = &request.name;
+    let params: [&dyn SqlParam; 4] = [&email, &name, &request.age.as_i32(), &now()];
     let row = db
-        .query_one(&INSERT, &[&email, &name, &age, &now()])
+        .query_one(&INSERT, &params)
         .await
         .map_err(|err| match err {
-            DbError::UniqueViolation(_) => {
-                ApiError::Conflict(format!("a user with email {email} already exists"))
+            err if err.violates(EMAIL_INDEX.0, EMAIL_INDEX.1) => {
+                UserError::EmailTaken(email.clone())
             }
             other => other.into(),
         })?;
@@ -63,16 +67,22 @@ pub async fn insert(db: &Database, email: &str, name: &str, age: i32) -> Result<
 }
 
 /// The live user with this id.
-pub async fn find(db: &Database, id: i64) -> Result<User, ApiError> {
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn find(db: &Database, id: i64) -> Result<User, UserError> {
     match db.query_opt(&FIND, &[&id]).await? {
         Some(row) => Ok(User::from_row(&row)?),
-        None => Err(not_found(id)),
+        None => Err(UserError::NotFound(id)),
     }
 }
 
 /// One page of live users, newest first, and the total matching the filter.
-pub async fn list(db: &Database, filter: &UserFilter) -> Result<(Vec<User>, u64), ApiError> {
-    let pattern = filter.search.as_deref().map(like_pattern);
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn list(
+    db: &Database,
+    page: &PageRequest,
+    filter: &UserFilter,
+) -> Result<(Vec<User>, u64), UserError> {
+    let pattern = filter.search_term().map(like_pattern);
     let mut conditions = Filter::new("deleted_at IS NULL");
     if let Some(active) = &filter.active {
         conditions = conditions.and("active = ?", active);
@@ -89,7 +99,7 @@ pub async fn list(db: &Database, filter: &UserFilter) -> Result<(Vec<User>, u64)
         "users",
         conditions,
         "created_at DESC, id DESC",
-        &filter.page,
+        page,
     )
     .await?;
     let users = rows.iter().map(User::from_row).collect::<Result<_, _>>()?;
@@ -110,34 +120,107 @@ fn like_pattern(term: &str) -> String {
 }
 
 /// Applies the given changes in one statement and returns the updated user.
-pub async fn update(db: &Database, id: i64, changes: &UpdateUserRequest) -> Result<User, ApiError> {
+#[tracing::instrument(level = "debug", skip(db, changes))]
+pub async fn update(
+    db: &Database,
+    id: i64,
+    changes: &UpdateUserRequest,
+) -> Result<User, UserError> {
     if changes.is_empty() {
         return find(db, id).await;
     }
-    let age = changes
-        .age
-        .map(i32::try_from)
-        .transpose()
-        .map_err(|_| ApiError::invalid_field("age", "out of range"))?;
-    let params: [&dyn platform::db::SqlParam; 5] =
-        [&id, &changes.name, &age, &changes.active, &now()];
+    let name = changes
+        .name
+        .clone()
+        .map(platform::validation::Text::into_inner);
+    let age = changes.age.map(Age::as_i32);
+    let params: [&dyn SqlParam; 5] = [&id, &name, &age, &changes.active, &now()];
     match db.query_opt(&UPDATE, &params).await? {
         Some(row) => Ok(User::from_row(&row)?),
-        None => Err(not_found(id)),
+        None => Err(UserError::NotFound(id)),
     }
 }
 
 /// Marks the user deleted; a second delete finds nothing.
-pub async fn soft_delete(db: &Database, id: i64) -> Result<(), ApiError> {
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn soft_delete(db: &Database, id: i64) -> Result<(), UserError> {
     match db.execute(SOFT_DELETE, &[&id, &now()]).await? {
-        0 => Err(not_found(id)),
+        0 => Err(UserError::NotFound(id)),
         _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::like_pattern;
+    use super::*;
+    use platform::testing::TestDatabase;
+
+    /// A migrated database behind a pool of one connection, so every statement
+    /// reuses the connection the one before it had.
+    async fn migrated(url: &str) -> Database {
+        let lookup = |name: &str| match name {
+            "USER_SERVICE_DATABASE_URL" => Some(url.to_owned()),
+            "USER_SERVICE_DATABASE_MAX_CONNECTIONS" => Some("1".to_owned()),
+            _ => None,
+        };
+        let config = crate::config::Config::from_lookup(&lookup).expect("config");
+        platform::db::connect_and_migrate(&config.database, crate::MIGRATIONS)
+            .await
+            .expect("migrated database")
+    }
+
+    platform::backend_tests! {
+        async fn the_column_list_is_the_table_and_from_row_reads_it_back(backend) {
+            let database = TestDatabase::create(backend).await;
+            let db = migrated(&database.url).await;
+            let request: CreateUserRequest = platform::body::parse_json(
+                br#"{"email":"Cols@Example.com","name":"Col Umns","age":42}"#,
+            )
+            .unwrap();
+            let user = insert(&db, &request).await.unwrap();
+            let row = db.query_one("SELECT * FROM users WHERE id = $1", &[&user.id]).await.unwrap();
+            let mut table = row.column_names();
+            table.sort();
+            let mut listed: Vec<&str> = User::COLUMNS.split(", ").collect();
+            listed.sort_unstable();
+            assert_eq!(table, listed, "User::COLUMNS names every column of users");
+            assert_eq!(find(&db, user.id).await.unwrap(), user, "from_row reads back what was stored");
+            assert_eq!((user.email.as_str(), user.age), ("cols@example.com", 42));
+            db.close().await;
+        }
+
+        async fn a_transaction_keeps_its_writes_only_when_committed(backend) {
+            let database = TestDatabase::create(backend).await;
+            let db = migrated(&database.url).await;
+            let request: CreateUserRequest = platform::body::parse_json(
+                br#"{"email":"tx@example.com","name":"Tx User","age":42}"#,
+            )
+            .unwrap();
+            let user = insert(&db, &request).await.unwrap();
+            let rename = "UPDATE users SET name = $2 WHERE id = $1";
+            let mut dropped = db.begin().await.unwrap();
+            assert_eq!(dropped.execute(rename, &[&user.id, &"Dropped"]).await.unwrap(), 1);
+            drop(dropped);
+            // The one connection comes back only after its rollback; were it reused
+            // still inside the dropped transaction, this commit would commit "Dropped".
+            let mut other = db.begin().await.unwrap();
+            other.execute("UPDATE users SET age = 43 WHERE id = $1", &[&user.id]).await.unwrap();
+            other.commit().await.unwrap();
+            let after_drop = find(&db, user.id).await.unwrap();
+            assert_eq!((after_drop.name.as_str(), after_drop.age), ("Tx User", 43));
+            let mut rolled_back = db.begin().await.unwrap();
+            rolled_back.execute(rename, &[&user.id, &"Rolled Back"]).await.unwrap();
+            rolled_back.rollback().await.unwrap();
+            assert_eq!(find(&db, user.id).await.unwrap().name, "Tx User");
+            let mut committed = db.begin().await.unwrap();
+            committed.execute(rename, &[&user.id, &"Committed"]).await.unwrap();
+            let seen_inside = committed.query_one("SELECT name FROM users WHERE id = $1", &[&user.id]).await.unwrap();
+            assert_eq!(seen_inside.get::<String>("name").unwrap(), "Committed");
+            committed.commit().await.unwrap();
+            assert_eq!(find(&db, user.id).await.unwrap().name, "Committed");
+            db.close().await;
+        }
+    }
 
     #[test]
     fn like_wildcards_in_a_search_term_match_themselves() {

@@ -1,0 +1,222 @@
+//! One connection checked out of the pool, and transactions on it.
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::Executor;
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::SqliteArguments;
+use tokio_postgres::types::ToSql;
+
+use super::{DbError, Row, SqlParam};
+
+/// A pooled connection on either backend; back to the pool when dropped.
+pub enum Connection {
+    Postgres(deadpool_postgres::Object),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+impl Connection {
+    /// Every row the statement returns.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&dyn SqlParam],
+    ) -> Result<Vec<Row>, DbError> {
+        match self {
+            Self::Postgres(client) => {
+                let statement = client.prepare_cached(sql).await?;
+                let rows = client.query(&statement, &postgres_params(params)).await?;
+                Ok(rows.into_iter().map(Row::Postgres).collect())
+            }
+            Self::Sqlite(connection) => {
+                let rows = sqlite_query(sql, params)?
+                    .fetch_all(&mut **connection)
+                    .await?;
+                Ok(rows.into_iter().map(Row::Sqlite).collect())
+            }
+        }
+    }
+
+    /// The first row, if any.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&dyn SqlParam],
+    ) -> Result<Option<Row>, DbError> {
+        match self {
+            Self::Postgres(client) => {
+                let statement = client.prepare_cached(sql).await?;
+                let row = client
+                    .query_opt(&statement, &postgres_params(params))
+                    .await?;
+                Ok(row.map(Row::Postgres))
+            }
+            Self::Sqlite(connection) => {
+                let row = sqlite_query(sql, params)?
+                    .fetch_optional(&mut **connection)
+                    .await?;
+                Ok(row.map(Row::Sqlite))
+            }
+        }
+    }
+
+    /// Exactly one row (an aggregate, an `INSERT … RETURNING`).
+    ///
+    /// # Errors
+    /// See [`DbError`]; no row is a bug.
+    pub async fn query_one(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Row, DbError> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| DbError::Other(format!("expected one row from: {sql}")))
+    }
+
+    /// Runs a statement and returns how many rows it changed.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn execute(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<u64, DbError> {
+        match self {
+            Self::Postgres(client) => {
+                let statement = client.prepare_cached(sql).await?;
+                Ok(client.execute(&statement, &postgres_params(params)).await?)
+            }
+            Self::Sqlite(connection) => Ok(sqlite_query(sql, params)?
+                .execute(&mut **connection)
+                .await?
+                .rows_affected()),
+        }
+    }
+
+    /// Starts a transaction on this connection.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn begin(mut self) -> Result<Transaction, DbError> {
+        // SQLite takes the write lock up front, so the busy timeout applies instead
+        // of a deferred transaction failing when it first writes.
+        let begin = match self {
+            Self::Postgres(_) => "BEGIN",
+            Self::Sqlite(_) => "BEGIN IMMEDIATE",
+        };
+        self.batch(begin).await?;
+        Ok(Transaction {
+            connection: Some(self),
+        })
+    }
+
+    /// A statement without parameters or results (transaction control).
+    async fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        match self {
+            Self::Postgres(client) => Ok(client.batch_execute(sql).await?),
+            Self::Sqlite(connection) => {
+                connection
+                    .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the connection instead of returning it to the pool: for one whose
+    /// transaction state is unknown. The server rolls back what it left open.
+    fn discard(self) {
+        match self {
+            Self::Postgres(client) => drop(deadpool_postgres::Object::take(client)),
+            Self::Sqlite(connection) => drop(connection.detach()),
+        }
+    }
+}
+
+/// A transaction: statements run on it through [`Connection`]'s methods, and it
+/// ends with [`Transaction::commit`]. Dropped without commit (an error, or the
+/// request was cancelled), it is rolled back before the connection is reused.
+pub struct Transaction {
+    connection: Option<Connection>,
+}
+
+impl Transaction {
+    /// # Errors
+    /// See [`DbError`]; when the commit fails, nothing was written.
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        self.finish("COMMIT").await
+    }
+
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn rollback(mut self) -> Result<(), DbError> {
+        self.finish("ROLLBACK").await
+    }
+
+    async fn finish(&mut self, sql: &str) -> Result<(), DbError> {
+        let Some(mut connection) = self.connection.take() else {
+            return Ok(());
+        };
+        let result = connection.batch(sql).await;
+        if result.is_err() {
+            connection.discard();
+        }
+        result
+    }
+}
+
+impl Deref for Transaction {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection
+            .as_ref()
+            .expect("a live transaction has its connection")
+    }
+}
+
+impl DerefMut for Transaction {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.connection
+            .as_mut()
+            .expect("a live transaction has its connection")
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        let Some(mut connection) = self.connection.take() else {
+            return;
+        };
+        // Drop cannot wait, so the rollback runs on the runtime; without one (or
+        // if the rollback fails) the connection is closed rather than reused.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if connection.batch("ROLLBACK").await.is_err() {
+                        connection.discard();
+                    }
+                });
+            }
+            Err(_) => connection.discard(),
+        }
+    }
+}
+
+fn postgres_params<'a>(params: &'a [&'a dyn SqlParam]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_postgres()).collect()
+}
+
+fn sqlite_query<'q>(
+    sql: &'q str,
+    params: &[&dyn SqlParam],
+) -> Result<sqlx::query::Query<'q, Sqlite, SqliteArguments>, DbError> {
+    let mut arguments = SqliteArguments::default();
+    for param in params {
+        param
+            .bind_sqlite(&mut arguments)
+            .map_err(|e| DbError::Other(format!("cannot encode a parameter: {e}")))?;
+    }
+    Ok(sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments))
+}
