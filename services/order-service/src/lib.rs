@@ -2,6 +2,7 @@
 //! against user-service through a circuit breaker, degrading to "accept and
 //! verify later" when user-service is away.
 
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod model;
@@ -15,12 +16,13 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use breaker::state_name;
 use config::Config;
 use platform::app::{Composition, Service};
 use platform::db::{Database, Migrations};
 use platform::server::Platform;
 use routes::AppState;
-use user_client::{UserClient, state_name};
+use user_client::UserClient;
 use verify::Verifier;
 
 /// The versioned SQL migrations, embedded in the binary.
