@@ -2,7 +2,7 @@
 //! gobreaker, and the gauge that shows its state.
 
 use prometheus::IntGauge;
-use tower_resilience_circuitbreaker::{CircuitBreakerLayer, CircuitState, DefaultClassifier};
+use tower_resilience_circuitbreaker::{CircuitBreakerLayer, CircuitState};
 
 use crate::config::BreakerSettings;
 
@@ -57,13 +57,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use futures::future::BoxFuture;
     use tower::{Service, ServiceExt};
-
-    use tower_resilience_circuitbreaker::{CircuitBreaker, CircuitBreakerError};
+    use tower_resilience_circuitbreaker::{CircuitBreaker, CircuitBreakerError, DefaultClassifier};
 
     use super::*;
-    use crate::user_client::{LookupRequest, UserLookup, UserServiceError};
+    use crate::user_client::{LookupRequest, LookupService, UserLookup, UserServiceError};
 
     /// A scripted user-service: answers with `outcome` and counts calls.
     #[derive(Clone)]
@@ -73,31 +71,21 @@ mod tests {
         delay: Duration,
     }
 
-    impl Service<LookupRequest> for Scripted {
-        type Response = UserLookup;
-        type Error = UserServiceError;
-        type Future = BoxFuture<'static, Result<UserLookup, UserServiceError>>;
-
-        fn poll_ready(
-            &mut self,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), Self::Error>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: LookupRequest) -> Self::Future {
+    impl Scripted {
+        /// The scripted answer, after the delay; counts the call.
+        fn respond(&self) -> impl Future<Output = Result<UserLookup, UserServiceError>> + use<> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let outcome = self.outcome.lock().unwrap().clone();
             let delay = self.delay;
-            Box::pin(async move {
+            async move {
                 tokio::time::sleep(delay).await;
                 outcome
-            })
+            }
         }
     }
 
     struct Harness {
-        breaker: CircuitBreaker<Scripted, DefaultClassifier>,
+        breaker: CircuitBreaker<LookupService, DefaultClassifier>,
         scripted: Scripted,
         gauge: IntGauge,
     }
@@ -115,7 +103,11 @@ mod tests {
                 interval: Duration::from_secs(60),
                 timeout: open_for,
             };
-            let breaker = breaker_layer(&settings, gauge.clone()).layer_fn(scripted.clone());
+            let answering = scripted.clone();
+            let service = LookupService::new(tower::service_fn(move |_: LookupRequest| {
+                answering.respond()
+            }));
+            let breaker = breaker_layer(&settings, gauge.clone()).layer_fn(service);
             Self {
                 breaker,
                 scripted,

@@ -3,18 +3,12 @@
 
 use std::sync::LazyLock;
 
-use chrono::{SubsecRound, Utc};
 use platform::PageRequest;
-use platform::db::{Database, DbError, SqlParam};
+use platform::db::{Database, DbError, SqlParam, now};
 use platform::pagination::{Filter, fetch_page};
 
 use crate::error::OrderError;
 use crate::model::{CreateOrderRequest, Order, OrderFilter, OrderStatus};
-
-/// Timestamps at microsecond precision, which both backends store exactly.
-fn now() -> chrono::DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(

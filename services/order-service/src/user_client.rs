@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
+use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 use tower_resilience_circuitbreaker::{
     CircuitBreaker, CircuitBreakerError, CircuitState, DefaultClassifier,
@@ -138,27 +138,22 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-impl Service<LookupRequest> for HttpUserLookup {
-    type Response = UserLookup;
-    type Error = UserServiceError;
-    type Future = BoxFuture<'static, Result<UserLookup, UserServiceError>>;
+/// A user lookup as a tower service, so the breaker can wrap it: the HTTP call
+/// in the service, a scripted stand-in in the breaker's tests.
+pub type LookupService = BoxCloneSyncService<LookupRequest, UserLookup, UserServiceError>;
 
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: LookupRequest) -> Self::Future {
-        Box::pin(self.clone().lookup(request))
+impl HttpUserLookup {
+    fn into_service(self) -> LookupService {
+        BoxCloneSyncService::new(tower::service_fn(move |request| {
+            self.clone().lookup(request)
+        }))
     }
 }
 
 /// The client handlers and the verifier use.
 #[derive(Clone)]
 pub struct UserClient {
-    breaker: CircuitBreaker<HttpUserLookup, DefaultClassifier>,
+    breaker: CircuitBreaker<LookupService, DefaultClassifier>,
     calls: IntCounterVec,
 }
 
@@ -193,7 +188,7 @@ impl UserClient {
         gauge.set(0);
         let layer = breaker_layer(breaker, gauge);
         Self {
-            breaker: layer.layer_fn(HttpUserLookup::new(base_url, timeout)),
+            breaker: layer.layer_fn(HttpUserLookup::new(base_url, timeout).into_service()),
             calls,
         }
     }

@@ -3,18 +3,12 @@
 
 use std::sync::LazyLock;
 
-use chrono::{SubsecRound, Utc};
 use platform::PageRequest;
-use platform::db::{Database, SqlParam};
+use platform::db::{Database, SqlParam, now};
 use platform::pagination::{Filter, fetch_page};
 
 use crate::error::UserError;
 use crate::model::{Age, CreateUserRequest, UpdateUserRequest, User, UserFilter};
-
-/// Timestamps at microsecond precision, which both backends store exactly.
-fn now() -> chrono::DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
 
 /// The partial unique index on live users' emails, as each backend names it.
 const EMAIL_INDEX: (&str, &str) = ("users_email_live_key", "users.email");

@@ -35,6 +35,13 @@ pub use error::DbError;
 use settings::postgres_host;
 pub use settings::{DatabaseSettings, DatabaseTarget};
 
+/// Now, at microsecond precision: what both backends store exactly, so a row
+/// reads back equal to what was written.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
 /// The embedded migrations of one service, one set per backend.
 #[derive(Debug, Clone, Copy)]
 pub struct Migrations {
