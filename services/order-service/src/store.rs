@@ -235,14 +235,24 @@ mod tests {
             .expect("migrated database")
     }
 
+    /// A fresh database, and the request `body` parsed.
+    async fn database_and(
+        backend: platform::testing::Backend,
+        body: &str,
+    ) -> (TestDatabase, Database, CreateOrderRequest) {
+        let database = TestDatabase::create(backend).await;
+        let db = migrated(&database.url).await;
+        (
+            database,
+            db,
+            platform::body::parse_json(body.as_bytes()).unwrap(),
+        )
+    }
+
     platform::backend_tests! {
         async fn the_column_list_is_the_table_and_from_row_reads_it_back(backend) {
-            let database = TestDatabase::create(backend).await;
-            let db = migrated(&database.url).await;
-            let request: CreateOrderRequest = platform::body::parse_json(
-                br#"{"user_id":7,"product_id":"P-1","quantity":3,"total_price":12.34}"#,
-            )
-            .unwrap();
+            let body = r#"{"user_id":7,"product_id":"P-1","quantity":3,"total_price":12.34}"#;
+            let (_database, db, request) = database_and(backend, body).await;
             let order = insert(&db, &request, false).await.unwrap();
             let row = db.query_one("SELECT * FROM orders WHERE id = $1", &[&order.id]).await.unwrap();
             let mut table = row.column_names();
@@ -256,12 +266,8 @@ mod tests {
         }
 
         async fn a_rejected_batch_is_written_in_one_transaction(backend) {
-            let database = TestDatabase::create(backend).await;
-            let db = migrated(&database.url).await;
-            let request: CreateOrderRequest = platform::body::parse_json(
-                br#"{"user_id":7,"product_id":"P-1","quantity":1,"total_price":1}"#,
-            )
-            .unwrap();
+            let body = r#"{"user_id":7,"product_id":"P-1","quantity":1,"total_price":1}"#;
+            let (_database, db, request) = database_and(backend, body).await;
             let first = insert(&db, &request, false).await.unwrap();
             let second = insert(&db, &request, false).await.unwrap();
             let cancelled = reject_unverified(&db, &[first.id, second.id], "user not found").await.unwrap();

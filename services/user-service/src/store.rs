@@ -163,15 +163,22 @@ mod tests {
             .expect("migrated database")
     }
 
+    /// A fresh database holding one user made from `body`.
+    async fn one_user(
+        backend: platform::testing::Backend,
+        body: &str,
+    ) -> (TestDatabase, Database, User) {
+        let database = TestDatabase::create(backend).await;
+        let db = migrated(&database.url).await;
+        let request: CreateUserRequest = platform::body::parse_json(body.as_bytes()).unwrap();
+        let user = insert(&db, &request).await.unwrap();
+        (database, db, user)
+    }
+
     platform::backend_tests! {
         async fn the_column_list_is_the_table_and_from_row_reads_it_back(backend) {
-            let database = TestDatabase::create(backend).await;
-            let db = migrated(&database.url).await;
-            let request: CreateUserRequest = platform::body::parse_json(
-                br#"{"email":"Cols@Example.com","name":"Col Umns","age":42}"#,
-            )
-            .unwrap();
-            let user = insert(&db, &request).await.unwrap();
+            let body = r#"{"email":"Cols@Example.com","name":"Col Umns","age":42}"#;
+            let (_database, db, user) = one_user(backend, body).await;
             let row = db.query_one("SELECT * FROM users WHERE id = $1", &[&user.id]).await.unwrap();
             let mut table = row.column_names();
             table.sort();
@@ -184,13 +191,8 @@ mod tests {
         }
 
         async fn a_transaction_keeps_its_writes_only_when_committed(backend) {
-            let database = TestDatabase::create(backend).await;
-            let db = migrated(&database.url).await;
-            let request: CreateUserRequest = platform::body::parse_json(
-                br#"{"email":"tx@example.com","name":"Tx User","age":42}"#,
-            )
-            .unwrap();
-            let user = insert(&db, &request).await.unwrap();
+            let body = r#"{"email":"tx@example.com","name":"Tx User","age":42}"#;
+            let (_database, db, user) = one_user(backend, body).await;
             let rename = "UPDATE users SET name = $2 WHERE id = $1";
             let mut dropped = db.begin().await.unwrap();
             assert_eq!(dropped.execute(rename, &[&user.id, &"Dropped"]).await.unwrap(), 1);
