@@ -242,21 +242,18 @@ impl IntoResponse for ApiError {
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            bytes,
-        )
-            .into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "response serialization failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+    let mut bytes = Vec::with_capacity(128);
+    if let Err(err) = serde_json::to_writer(&mut bytes, body) {
+        tracing::error!(error = %err, "response serialization failed");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    // A newline ends the document, as shells and line-based tools expect.
+    bytes.push(b'\n');
+    let content_type = [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    (status, content_type, bytes).into_response()
 }
 
 #[cfg(test)]
@@ -321,6 +318,15 @@ mod tests {
                 .to_string()
                 .contains("users_email")
         );
+    }
+
+    #[tokio::test]
+    async fn answers_end_with_a_newline() {
+        let response = ApiResponse::ok(1).into_response();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"{\"success\":true,\"data\":1}\n");
     }
 
     #[tokio::test]

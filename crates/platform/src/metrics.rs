@@ -93,6 +93,10 @@ impl Metrics {
         metrics.register(Box::new(metrics.in_flight.clone()));
         metrics.register(Box::new(metrics.rate_limited.clone()));
         metrics.register(Box::new(metrics.rate_limiter_clients.clone()));
+        // Known label values exist from the start, so `rate()` sees the first one.
+        for kind in ["client_error", "server_error"] {
+            metrics.errors.with_label_values(&[kind]);
+        }
         metrics
     }
 
@@ -104,6 +108,27 @@ impl Metrics {
         self.registry
             .register(collector)
             .expect("metric names are unique per service");
+    }
+
+    /// Registers a counter with one label whose values are all known: each
+    /// starts at 0, so dashboards and `rate()` see it before its first event
+    /// (Prometheus' instrumentation advice).
+    ///
+    /// # Panics
+    /// When the name is invalid or already registered: a programming error.
+    pub fn labelled_counter(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[&str],
+    ) -> IntCounterVec {
+        let counter = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+        for value in values {
+            counter.with_label_values(&[value]);
+        }
+        self.register(Box::new(counter.clone()));
+        counter
     }
 
     /// The Prometheus text exposition of every metric.
@@ -130,6 +155,23 @@ impl Metrics {
     }
 }
 
+/// Counts one request in flight for as long as it lives: dropped when the request
+/// ends, also when its future is dropped because the client went away.
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn start(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Middleware: counts and times every request, labelled by route template.
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -139,9 +181,9 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .get::<MatchedPath>()
         .map_or(UNMATCHED_PATH, MatchedPath::as_str)
         .to_owned();
-    metrics.in_flight.inc();
+    let in_flight = InFlight::start(&metrics.in_flight);
     let response = next.run(request).await;
-    metrics.in_flight.dec();
+    drop(in_flight);
     metrics.observe(
         &method,
         &path,
@@ -185,5 +227,55 @@ mod tests {
         assert!(text.contains(r#"user_service_errors_total{type="client_error"} 1"#));
         assert!(text.contains(r#"user_service_errors_total{type="server_error"} 1"#));
         assert!(text.contains("user_service_request_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn error_kinds_exist_at_zero_before_the_first_error() {
+        let text = Metrics::new("user_service").render();
+        assert!(
+            text.contains(r#"user_service_errors_total{type="client_error"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"user_service_errors_total{type="server_error"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_mid_flight_leaves_the_gauge() {
+        use axum::Router;
+        use axum::routing::get;
+        use tower::ServiceExt;
+        let metrics = Arc::new(Metrics::new("t"));
+        let (entered, wait_entered) = tokio::sync::oneshot::channel::<()>();
+        let entered = Arc::new(std::sync::Mutex::new(Some(entered)));
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let entered = Arc::clone(&entered);
+                    async move {
+                        if let Some(tx) = entered.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                        std::future::pending::<&'static str>().await
+                    }
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&metrics),
+                track,
+            ));
+        let request = axum::http::Request::get("/slow")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let call = tokio::spawn(app.oneshot(request));
+        wait_entered.await.unwrap();
+        assert_eq!(metrics.in_flight.get(), 1);
+        // What hyper does when the client disconnects: the request's future is dropped.
+        call.abort();
+        let _ = call.await;
+        assert_eq!(metrics.in_flight.get(), 0);
     }
 }

@@ -174,16 +174,13 @@ impl UserClient {
             &["service"],
         )
         .expect("valid metric");
-        let calls = IntCounterVec::new(
-            Opts::new(
-                "order_service_user_client_requests_total",
-                "Calls to user-service by outcome",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
         metrics.register(Box::new(state.clone()));
-        metrics.register(Box::new(calls.clone()));
+        let calls = metrics.labelled_counter(
+            "order_service_user_client_requests_total",
+            "Calls to user-service by outcome",
+            "outcome",
+            &["found", "not_found", "rejected", "failure"],
+        );
         let gauge = state.with_label_values(&["user-service"]);
         gauge.set(0);
         let layer = breaker_layer(breaker, gauge);

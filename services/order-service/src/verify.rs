@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use platform::db::{Database, DbError};
-use prometheus::{IntCounterVec, Opts};
+use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::VerifierSettings;
@@ -45,15 +45,12 @@ impl Verifier {
         settings: VerifierSettings,
         metrics: &Metrics,
     ) -> Self {
-        let results = IntCounterVec::new(
-            Opts::new(
-                "order_service_order_verifications_total",
-                "Re-verification results of orders created while user-service was unavailable",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
-        metrics.register(Box::new(results.clone()));
+        let results = metrics.labelled_counter(
+            "order_service_order_verifications_total",
+            "Re-verification results of orders created while user-service was unavailable",
+            "result",
+            &["verified", "cancelled", "deferred"],
+        );
         Self {
             db,
             users,

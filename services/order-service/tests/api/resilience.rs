@@ -12,6 +12,19 @@ use platform::backend_tests;
 const SETTLE: Duration = Duration::from_secs(15);
 
 backend_tests! {
+    async fn every_known_outcome_is_exported_at_zero_before_its_first_event(backend) {
+        let system = spawn_system(backend).await;
+        let metrics = system.orders.metrics().await;
+        for outcome in ["found", "not_found", "rejected", "failure"] {
+            let series = format!(r#"order_service_user_client_requests_total{{outcome="{outcome}"}}"#);
+            assert_eq!(metric_value(&metrics, &series), Some(0.0), "{series}");
+        }
+        for result in ["verified", "cancelled", "deferred"] {
+            let series = format!(r#"order_service_order_verifications_total{{result="{result}"}}"#);
+            assert_eq!(metric_value(&metrics, &series), Some(0.0), "{series}");
+        }
+    }
+
     async fn orders_survive_a_user_service_outage_and_are_settled_after_recovery(backend) {
         let mut system = spawn_system(backend).await;
         let active = system.users.create_user("active@example.com", true).await;
