@@ -5,36 +5,42 @@
 
 use std::process::ExitCode;
 
+use platform::cli::ServiceConfig;
 use tokio_util::sync::CancellationToken;
+
+type UserConfig = user_service::config::Config;
+type OrderConfig = order_service::config::Config;
+
+const USAGE: &str = "usage: microservices [--help]\n\n\
+    Runs user-service and order-service together, configured by their own\n\
+    USER_SERVICE_* and ORDER_SERVICE_* variables (see .env.example).";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::config::load_dotenv();
-    let configs = user_service::config::Config::from_env()
-        .and_then(|users| order_service::config::Config::from_env().map(|orders| (users, orders)));
-    let (user_config, order_config) = match configs {
-        Ok(configs) => configs,
-        Err(err) => {
-            eprintln!("configuration error: {err}");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => {}
+        [one] if one == "--help" || one == "-h" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("microservices: unknown arguments {args:?}\n{USAGE}");
             return ExitCode::from(2);
         }
-    };
-    platform::telemetry::init(&user_config.http.log_level);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(platform::server::cancel_on_signal(shutdown.clone()));
-    match run(user_config, order_config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "system failed");
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
     }
+    let load = || UserConfig::from_env().and_then(|u| OrderConfig::from_env().map(|o| (u, o)));
+    platform::cli::start(
+        "microservices",
+        load,
+        |(users, _)| &users.http.log_level,
+        run,
+    )
+    .await
 }
 
 async fn run(
-    user_config: user_service::config::Config,
-    mut order_config: order_service::config::Config,
+    (user_config, mut order_config): (UserConfig, OrderConfig),
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let users = user_service::Application::build(user_config, shutdown.clone()).await?;

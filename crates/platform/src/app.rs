@@ -22,11 +22,20 @@ use crate::server::{Platform, Server};
 pub trait Service {
     type Config: ServiceConfig;
 
+    /// The binary's name, also the metrics prefix and the log's `service`.
+    const NAME: &'static str;
+
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+
+    /// The service's OpenAPI document.
+    fn openapi() -> utoipa::openapi::OpenApi;
+
     /// The service's embedded SQL migrations.
     fn migrations() -> Migrations;
 
-    /// The service's routes, OpenAPI document, health information and
-    /// background work, over a migrated database.
+    /// The service's routes, health information and background work, over a
+    /// migrated database.
     fn compose(config: Self::Config, db: Database, platform: &Platform) -> Composition;
 }
 
@@ -37,7 +46,6 @@ pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> JoinHandle<()> + 
 pub struct Composition {
     /// The API routes, without middleware, health or metrics (the platform adds those).
     pub api: Router,
-    pub openapi: utoipa::openapi::OpenApi,
     /// Extra fields for `/health`.
     pub health_info: Option<HealthInfo>,
     pub background: Vec<BackgroundTask>,
@@ -73,7 +81,7 @@ impl<S: Service> Application<S> {
     ) -> anyhow::Result<Self> {
         let platform = Platform::new(config.http().clone(), shutdown.clone());
         let parts = S::compose(config, db.clone(), &platform);
-        let api = parts.api.merge(crate::openapi::routes(parts.openapi));
+        let api = parts.api.merge(crate::openapi::routes(S::openapi()));
         let app = platform.app(api, db.clone(), parts.health_info);
         let server = Server::bind(platform, app).await?;
         Ok(Self {

@@ -1,77 +1,109 @@
-//! The body of every service binary: `<service> [migrate | --print-openapi]`.
+//! The body of every binary: `<service> [migrate | --print-openapi | --help]` for
+//! each service, and the start-up the one-command launcher shares with them.
 
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, HttpSettings};
-use crate::db::{self, DatabaseSettings, Migrations};
+use crate::app::{Application, Service};
+use crate::config::{ConfigError, HttpSettings, Lookup};
+use crate::db::{self, DatabaseSettings};
 
-/// What the shared `main` needs from a service's configuration.
-pub trait ServiceConfig {
+/// What start-up needs from a service's configuration.
+pub trait ServiceConfig: Sized {
+    /// Reads the settings through `lookup` (tests pass a map).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError>;
+
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&crate::config::process_env)
+    }
+
     fn http(&self) -> &HttpSettings;
     fn database(&self) -> &DatabaseSettings;
 }
 
-/// One service binary's commands and the parts they need.
-pub struct ServiceMain<C> {
-    pub name: &'static str,
-    pub load_config: fn() -> Result<C, ConfigError>,
-    pub openapi: fn() -> utoipa::openapi::OpenApi,
-    pub migrations: Migrations,
-}
-
-impl<C: ServiceConfig> ServiceMain<C> {
-    /// Parses the command line and runs it: serve (the default), `migrate` (apply
-    /// migrations and exit) or `--print-openapi`. Exit 2 for a configuration
-    /// error (naming the variable), 1 for a failure, 0 after a graceful stop.
-    pub async fn run<F, Fut>(self, serve: F) -> ExitCode
-    where
-        F: FnOnce(C, CancellationToken) -> Fut,
-        Fut: Future<Output = anyhow::Result<()>>,
-    {
-        let command = std::env::args().nth(1);
-        if command.as_deref() == Some("--print-openapi") {
-            let spec = (self.openapi)()
-                .to_pretty_json()
-                .expect("the spec serializes");
-            println!("{spec}");
+/// A service binary: serve (the default), `migrate` (apply migrations and
+/// exit), `--print-openapi` or `--help`. Exit 2 for a usage or configuration
+/// error (naming the variable), 1 for a failure, 0 after a graceful stop.
+pub async fn run_service<S: Service>() -> ExitCode {
+    let usage = format!("usage: {} [migrate | --print-openapi | --help]", S::NAME);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match args.as_slice() {
+        [] => Command::Serve,
+        [one] if one == "migrate" => Command::Migrate,
+        [one] if one == "--print-openapi" => {
+            println!(
+                "{}",
+                S::openapi().to_pretty_json().expect("the spec serializes")
+            );
             return ExitCode::SUCCESS;
         }
-        crate::config::load_dotenv();
-        let config = match (self.load_config)() {
-            Ok(config) => config,
-            Err(err) => {
-                eprintln!("{}: configuration error: {err}", self.name);
-                return ExitCode::from(2);
+        [one] if one == "--help" || one == "-h" => {
+            println!("{usage}\n\n{}", S::ABOUT);
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{}: unknown arguments {args:?}\n{usage}", S::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    start(
+        S::NAME,
+        S::Config::from_env,
+        |config| &config.http().log_level,
+        async |config: S::Config, shutdown| match command {
+            Command::Serve => {
+                Application::<S>::build(config, shutdown)
+                    .await?
+                    .run_until_stopped()
+                    .await
             }
-        };
-        crate::telemetry::init(&config.http().log_level);
-        let result = match command.as_deref() {
-            None => {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(crate::server::cancel_on_signal(shutdown.clone()));
-                serve(config, shutdown).await
-            }
-            Some("migrate") => db::connect_and_migrate(config.database(), self.migrations)
+            Command::Migrate => db::connect_and_migrate(config.database(), S::migrations())
                 .await
                 .map(drop),
-            Some(other) => Err(anyhow::anyhow!(
-                "unknown command {other:?}; usage: {} [migrate | --print-openapi]",
-                self.name
-            )),
-        };
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                tracing::error!(
-                    error = format!("{err:#}"),
-                    service = self.name,
-                    "service failed"
-                );
-                eprintln!("{}: {err:#}", self.name);
-                ExitCode::FAILURE
-            }
+        },
+    )
+    .await
+}
+
+enum Command {
+    Serve,
+    Migrate,
+}
+
+/// The start-up every binary shares: `.env`, the configuration (exit 2 naming
+/// the variable when it is invalid), logs, Ctrl-C / SIGTERM cancelling the
+/// shutdown token; then `work`, whose failure is logged and exits 1.
+pub async fn start<C>(
+    name: &str,
+    load: impl FnOnce() -> Result<C, ConfigError>,
+    log_level: impl Fn(&C) -> &str,
+    work: impl AsyncFnOnce(C, CancellationToken) -> anyhow::Result<()>,
+) -> ExitCode {
+    crate::config::load_dotenv();
+    let config = match load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{name}: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(log_level(&config));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::server::cancel_on_signal(shutdown.clone()));
+    match work(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), service = name, "service failed");
+            eprintln!("{name}: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use platform::cli::ServiceConfig;
 use platform::config::{ConfigError, Env, HttpSettings, Lookup};
 use platform::db::DatabaseSettings;
 
@@ -41,7 +42,7 @@ pub struct Config {
     pub verifier: VerifierSettings,
 }
 
-impl platform::cli::ServiceConfig for Config {
+impl ServiceConfig for Config {
     fn http(&self) -> &HttpSettings {
         &self.http
     }
@@ -49,22 +50,8 @@ impl platform::cli::ServiceConfig for Config {
     fn database(&self) -> &DatabaseSettings {
         &self.database
     }
-}
 
-impl Config {
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first variable that is set but invalid.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&platform::config::process_env)
-    }
-
-    /// Reads variables through `lookup` (tests pass a map).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first variable that is set but invalid.
-    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
+    fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
         let env = Env::new(PREFIX, lookup);
         let breaker_env = Env::new("CIRCUIT_BREAKER", lookup);
         let breaker = BreakerSettings {

@@ -37,6 +37,13 @@ pub struct OrderService;
 
 impl Service for OrderService {
     type Config = Config;
+    const NAME: &'static str = config::SERVICE_NAME;
+    const ABOUT: &'static str =
+        "Order management: orders checked against user-service through a circuit breaker.";
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        routes::openapi()
+    }
 
     fn migrations() -> Migrations {
         MIGRATIONS
@@ -59,7 +66,6 @@ impl Service for OrderService {
         tracing::info!(user_service = %config.user_service_url, "order-service configured");
         Composition {
             api: routes::router(AppState { db, users }),
-            openapi: routes::openapi(),
             // Informational only: order-service stays healthy while user-service is down.
             health_info: Some(Arc::new(
                 move || json!({ "user_service_circuit": state_name(breaker.state()) }),

@@ -229,7 +229,8 @@ mod tests {
 
     async fn migrated(url: &str) -> Database {
         let lookup = |name: &str| (name == "ORDER_SERVICE_DATABASE_URL").then(|| url.to_owned());
-        let config = crate::config::Config::from_lookup(&lookup).expect("config");
+        let config = <crate::config::Config as platform::cli::ServiceConfig>::from_lookup(&lookup)
+            .expect("config");
         platform::db::connect_and_migrate(&config.database, crate::MIGRATIONS)
             .await
             .expect("migrated database")

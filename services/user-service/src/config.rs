@@ -1,5 +1,6 @@
 //! user-service settings from `USER_SERVICE_*` variables (names and defaults as the contract).
 
+use platform::cli::ServiceConfig;
 use platform::config::{ConfigError, Env, HttpSettings, Lookup};
 use platform::db::DatabaseSettings;
 
@@ -13,7 +14,7 @@ pub struct Config {
     pub database: DatabaseSettings,
 }
 
-impl platform::cli::ServiceConfig for Config {
+impl ServiceConfig for Config {
     fn http(&self) -> &HttpSettings {
         &self.http
     }
@@ -21,22 +22,8 @@ impl platform::cli::ServiceConfig for Config {
     fn database(&self) -> &DatabaseSettings {
         &self.database
     }
-}
 
-impl Config {
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first variable that is set but invalid.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&platform::config::process_env)
-    }
-
-    /// Reads variables through `lookup` (tests pass a map).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first variable that is set but invalid.
-    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
+    fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
         let env = Env::new(PREFIX, lookup);
         Ok(Self {
             http: HttpSettings::from_env(&env, SERVICE_NAME, 8081)?,

@@ -24,6 +24,12 @@ pub struct UserService;
 
 impl Service for UserService {
     type Config = config::Config;
+    const NAME: &'static str = config::SERVICE_NAME;
+    const ABOUT: &'static str = "User management: users over PostgreSQL or embedded SQLite.";
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        routes::openapi()
+    }
 
     fn migrations() -> Migrations {
         MIGRATIONS
@@ -32,7 +38,6 @@ impl Service for UserService {
     fn compose(_: config::Config, db: Database, _: &Platform) -> Composition {
         Composition {
             api: routes::router(db),
-            openapi: routes::openapi(),
             health_info: None,
             background: Vec::new(),
         }

@@ -157,7 +157,8 @@ mod tests {
             "USER_SERVICE_DATABASE_MAX_CONNECTIONS" => Some("1".to_owned()),
             _ => None,
         };
-        let config = crate::config::Config::from_lookup(&lookup).expect("config");
+        let config = <crate::config::Config as platform::cli::ServiceConfig>::from_lookup(&lookup)
+            .expect("config");
         platform::db::connect_and_migrate(&config.database, crate::MIGRATIONS)
             .await
             .expect("migrated database")

@@ -1,6 +1,7 @@
 //! Spawns order-service against a real user-service (both on ephemeral ports, each
 //! on its own fresh database) or against a stand-in user-service the test scripts.
 
+use platform::cli::ServiceConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;

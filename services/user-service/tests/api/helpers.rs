@@ -1,5 +1,6 @@
 //! Spawns the real user-service on an ephemeral port over a fresh database.
 
+use platform::cli::ServiceConfig;
 use std::collections::HashMap;
 use std::ops::Deref;
 
