@@ -10,12 +10,14 @@
 //! to `Json::from_bytes`; the content-type rule is axum's, restated.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
+use futures::StreamExt;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
 
@@ -39,7 +41,10 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json_content_type(&req)?;
-        refuse_declared_oversize(&req)?;
+        if let Err(too_large) = refuse_declared_oversize(&req) {
+            drain_in_background(req.into_body());
+            return Err(too_large);
+        }
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
@@ -101,6 +106,36 @@ fn refuse_declared_oversize(req: &Request) -> Result<(), ApiError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// How much of a refused body is still read, for how long in all, and how long
+/// a pause in it may be, so that a client that writes its whole body before
+/// reading gets the 413 instead of a reset (nginx: `lingering_time`,
+/// `lingering_timeout`).
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_IDLE: Duration = Duration::from_millis(500);
+
+/// A lingering close, as nginx does: closing a connection whose client is still
+/// sending makes the kernel answer with a reset, which can destroy our 413 before
+/// the client reads it. So the rest of the body is read and discarded, up to
+/// [`LINGER_BYTES`] and [`LINGER_TIME`], and while the client keeps sending,
+/// while the answer (which says `Connection: close`) goes out; then the
+/// connection closes.
+fn drain_in_background(body: Body) {
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let mut read = 0;
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while let Ok(Some(Ok(chunk))) = tokio::time::timeout(LINGER_IDLE, stream.next()).await {
+                read += chunk.len();
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
 }
 
 impl From<JsonRejection> for ApiError {
