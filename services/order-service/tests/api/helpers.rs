@@ -274,22 +274,6 @@ impl OrderService {
         )
         .expect("breaker state metric")
     }
-
-    /// Polls until `check` holds, for at most `limit`; returns whether it did.
-    pub async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if check().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
 }
 
 /// Both services, wired together.

@@ -9,6 +9,7 @@ use crate::helpers::{
     Backend, OrderService, StandIn, metric_value, spawn_system, spawn_system_with,
 };
 use platform::backend_tests;
+use platform::testing::poll_until;
 
 /// Long enough for a sweep or two on a loaded CI machine; the verifier runs every 0.2 s.
 const SETTLE: Duration = Duration::from_secs(15);
@@ -57,13 +58,13 @@ backend_tests! {
 
         system.users.restart().await;
         let orders = &system.orders;
-        let settled = orders.eventually(SETTLE, || async {
+        let settled = poll_until(SETTLE, || async {
             orders.get("/api/v1/orders?page_size=100").await.body["data"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .all(|o| o["user_verified"] == true)
-        }).await;
+        }).await.is_some();
         assert!(settled, "{}", orders.get("/api/v1/orders").await.body);
         assert_eq!(orders.breaker_state().await, 0.0, "half-open trials succeeded and closed it");
         for (user_id, id) in accepted {
@@ -88,9 +89,9 @@ backend_tests! {
         // Restart order-service while user-service is still away, then bring it back.
         let orders = system.orders.restart().await;
         system.users.restart().await;
-        let verified = orders.eventually(SETTLE, || async {
+        let verified = poll_until(SETTLE, || async {
             orders.get(&format!("/api/v1/orders/{id}")).await.body["data"]["user_verified"] == true
-        }).await;
+        }).await.is_some();
         assert!(verified, "the unverified flag lives in the database");
         let read = orders.get(&format!("/api/v1/orders/{id}")).await;
         assert_eq!(read.body["data"]["user"]["id"], user_id);

@@ -1,0 +1,111 @@
+//! A database of its own for each test, on either backend.
+
+use sqlx::{Connection, Executor, PgConnection};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Server for the PostgreSQL tests; `TEST_DATABASE_URL` overrides it.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for one test: a temp SQLite file, or a randomly named
+/// PostgreSQL database dropped (with its connections) when this value drops.
+pub struct TestDatabase {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres {
+        name: String,
+    },
+    /// Someone else's (a [`TemporaryPostgres`] the test owns): nothing to drop.
+    None,
+}
+
+impl TestDatabase {
+    /// # Panics
+    /// When PostgreSQL is requested and cannot be reached: those tests fail, never skip.
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite:{}", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    cleanup: Cleanup::Sqlite(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = admin_url();
+                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL tests need a server at {admin} (set TEST_DATABASE_URL): {e}")
+                });
+                let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+                // The name is ours (a UUID), so formatting it into SQL is safe.
+                conn.execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+                    .await
+                    .expect("create test database");
+                let (base, _) = admin.rsplit_once('/').expect("admin url names a database");
+                Self {
+                    url: format!("{base}/{name}"),
+                    cleanup: Cleanup::Postgres { name },
+                }
+            }
+        }
+    }
+}
+
+impl TestDatabase {
+    /// A database the test manages itself; dropping this leaves it alone.
+    pub fn external(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            cleanup: Cleanup::None,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres { name } = &self.cleanup {
+            let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+            // Drop runs inside the test's runtime, which cannot block on itself.
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+                        let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
+                    }
+                });
+            })
+            .join()
+            .ok();
+        }
+    }
+}
+
+/// A pool on the database at `url` (`postgres://…` or `sqlite:…`), for tests that
+/// read what a service stored, bypassing it.
+///
+/// # Panics
+/// When the URL is not one the services accept or the database cannot be reached.
+pub async fn connect(url: &str) -> crate::db::Database {
+    let lookup = |name: &str| (name == "T_DATABASE_URL").then(|| url.to_owned());
+    let env = crate::config::Env::new("T", &lookup);
+    let settings =
+        crate::db::DatabaseSettings::from_env(&env, "test", "test").expect("a database URL");
+    crate::db::connect(&settings)
+        .await
+        .expect("direct connection")
+}

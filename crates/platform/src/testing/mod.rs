@@ -1,0 +1,75 @@
+//! Test support shared by the services' integration tests (feature `testing`):
+//! a fresh database per test on either backend, an HTTP client that reads our
+//! envelope, a throwaway PostgreSQL cluster to stop under load, a bounded load
+//! generator, and a macro that runs a test body on SQLite and on PostgreSQL.
+
+mod cluster;
+mod database;
+mod http;
+mod load;
+
+pub use cluster::{TemporaryPostgres, free_port};
+pub use database::{Backend, TestDatabase, admin_url, connect};
+pub use http::{
+    INTERNALS, TestClient, TestResponse, assert_no_internals, client_from, metric_value,
+};
+pub use load::{Answer, Load};
+
+use serde_json::Value;
+
+/// Runs each named test body once per backend, as `<name>::sqlite` and `<name>::postgres`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { body($crate::testing::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { body($crate::testing::Backend::Postgres).await }
+            async fn body($backend: $crate::testing::Backend) $body
+        }
+    )*};
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `limit`; returns how long
+/// it took, or `None` when it never held.
+pub async fn poll_until<F, Fut>(
+    limit: std::time::Duration,
+    mut check: F,
+) -> Option<std::time::Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that the committed OpenAPI file (relative to the workspace root) is what
+/// the code generates, and says how to regenerate it when not.
+///
+/// # Panics
+/// When the file is missing, not JSON, or stale.
+pub fn assert_committed_spec(manifest_dir: &str, service: &str, spec: &utoipa::openapi::OpenApi) {
+    let relative = format!("docs/openapi/{service}.json");
+    let path = std::path::Path::new(manifest_dir)
+        .join("../..")
+        .join(&relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{relative}: {e}"));
+    let committed: Value = serde_json::from_str(&text).expect("committed spec is JSON");
+    let generated = serde_json::to_value(spec).expect("spec serializes");
+    assert!(
+        committed == generated,
+        "{relative} is stale: run `cargo run -q -p {service} -- --print-openapi > {relative}`"
+    );
+}
