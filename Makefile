@@ -22,7 +22,7 @@ help: ## Show all available commands
 
 ## ---- Build and run -------------------------------------------------------
 
-build: ## Build all services (release)
+build: ## Build the launcher and both service binaries (release, one build)
 	$(CARGO) build --release --workspace
 
 run: ## Run the whole system (both services) on the embedded default
@@ -101,8 +101,8 @@ install-tools: ## Install dev tools: bacon (hot reload, crates.io), clippy, rust
 ## ---- Containers ----------------------------------------------------------
 
 docker-build: require-docker ## Build both service images
-	$(DOCKER) build -t user-service:latest -f services/user-service/Dockerfile .
-	$(DOCKER) build -t order-service:latest -f services/order-service/Dockerfile .
+	$(DOCKER) build -t user-service:latest --build-arg SERVICE=user-service --build-arg PORT=8081 .
+	$(DOCKER) build -t order-service:latest --build-arg SERVICE=order-service --build-arg PORT=8082 .
 
 docker-up: require-compose ## Start Docker containers (services, databases, Prometheus, Grafana)
 	$(COMPOSE) up -d --build

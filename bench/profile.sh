@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instructions per GET /api/v1/users/{id} of the release user-service on PostgreSQL,
+# Instructions per GET /api/v1/users/{id} of the optimised (dist profile) user-service on PostgreSQL,
 # counted by callgrind (repeatable on a shared machine, unlike timings).
 #
 #   bash bench/profile.sh [requests]     default 1000; needs valgrind, psql, python3
@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 N=${1:-1000}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 command -v valgrind >/dev/null || { echo "valgrind is required (apt-get install -y valgrind)" >&2; exit 1; }
-(cd "$ROOT" && cargo build --release -q -p user-service)
+(cd "$ROOT" && cargo build --profile dist -q -p user-service)
 WORK=$(mktemp -d)
 DB=profile_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 USER_SERVICE_HOST=127.0.0.1 USER_SERVICE_PORT=$PORT USER_SERVICE_RATE_LIMIT=0 USER_SERVICE_LOG_LEVEL=info \
 USER_SERVICE_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB \
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$TARGET/release/user-service" \
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$TARGET/dist/user-service" \
     >/dev/null 2>"$WORK/valgrind.log" &
 VPID=$!
 get_users() { # count

@@ -101,16 +101,16 @@ pg_isready -q -h 127.0.0.1 -p "$PGPORT" 2>/dev/null ||
 
 BUILD_SECONDS=0
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build --release -p user-service -p order-service"
+    log "cargo build --profile dist -p user-service -p order-service"
     build_start=$SECONDS
-    cargo build --release --quiet -p user-service -p order-service
+    cargo build --profile dist --quiet -p user-service -p order-service
     BUILD_SECONDS=$((SECONDS - build_start))
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 [[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
-USER_BIN=$TARGET_DIR/release/user-service
-ORDER_BIN=$TARGET_DIR/release/order-service
-[[ -x $USER_BIN && -x $ORDER_BIN ]] || die "release binaries not found under $TARGET_DIR/release"
+USER_BIN=$TARGET_DIR/dist/user-service
+ORDER_BIN=$TARGET_DIR/dist/order-service
+[[ -x $USER_BIN && -x $ORDER_BIN ]] || die "dist binaries not found under $TARGET_DIR/dist"
 
 # ---------------------------------------------------------------------------
 # state and cleanup
@@ -370,13 +370,13 @@ one_run() {
     sample_peak "$O"
 
     log "run $RUN/$RUNS: PostgreSQL scenarios (wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, warm-up ${WARMUP}s)"
-    run_wrk pg_get_user "${URLS[$U]}" get_user.lua "$U" "$SEED"
+    run_wrk pg_get_user "${URLS[$U]}" get_by_id.lua "$U" "$SEED" /api/v1/users/
     match_service_transport "$udb" user-service
     run_pgbench pgbench_select "$udb" select_user.sql -D users="$SEED"
     run_wrk pg_list_users "${URLS[$U]}" list_users.lua "$U"
     run_wrk pg_post_user "${URLS[$U]}" post_user.lua "$U" "r$RUN"
     run_pgbench pgbench_insert "$udb" insert_user.sql -D n=0
-    run_wrk pg_get_order "${URLS[$O]}" get_order.lua "$U $O" "$SEED"
+    run_wrk pg_get_order "${URLS[$O]}" get_by_id.lua "$U $O" "$SEED" /api/v1/orders/
 
     EXTRA=("breaker_before=$(circuit)")
     run_wrk pg_post_order "${URLS[$O]}" post_order.lua "$U $O" "$SEED"
@@ -401,7 +401,7 @@ one_run() {
     seed users "$SEED" "${URLS[$S]}" sqlite
     sample_peak "$S"
     log "run $RUN/$RUNS: SQLite scenarios"
-    run_wrk sqlite_get_user "${URLS[$S]}" get_user.lua "$S" "$SEED"
+    run_wrk sqlite_get_user "${URLS[$S]}" get_by_id.lua "$S" "$SEED" /api/v1/users/
     run_wrk sqlite_post_user "${URLS[$S]}" post_user.lua "$S" "r${RUN}s"
     stop_service "$S"
     rm -f "$WORK/r$RUN-users.db"*

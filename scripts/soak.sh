@@ -5,7 +5,7 @@
 #   bash scripts/soak.sh           60 s of load (make soak)
 #   bash scripts/soak.sh --smoke   12 s, smaller seed (make soak-smoke, in CI)
 #
-# Both release binaries run on fresh PostgreSQL databases (random names, dropped
+# Both optimised (dist profile) binaries run on fresh PostgreSQL databases (random names, dropped
 # at the end; loopback only, trust auth), wired together, seeded through the API.
 # Two wrk processes then drive, for SOAK_DURATION seconds,
 #   user-service:  70% GET user, 15% list/search, 10% POST user, 5% PUT user
@@ -67,14 +67,14 @@ done
 psql -qAtc 'select 1' postgres >/dev/null 2>&1 || die "PostgreSQL is not answering on 127.0.0.1:$PGPORT"
 
 if [[ ${SOAK_SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build --release -p user-service -p order-service"
-    cargo build --release --quiet -p user-service -p order-service
+    log "cargo build --profile dist -p user-service -p order-service"
+    cargo build --profile dist --quiet -p user-service -p order-service
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 [[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
-USER_BIN=$TARGET_DIR/release/user-service
-ORDER_BIN=$TARGET_DIR/release/order-service
-[[ -x $USER_BIN && -x $ORDER_BIN ]] || die "release binaries not found under $TARGET_DIR/release"
+USER_BIN=$TARGET_DIR/dist/user-service
+ORDER_BIN=$TARGET_DIR/dist/order-service
+[[ -x $USER_BIN && -x $ORDER_BIN ]] || die "dist binaries not found under $TARGET_DIR/dist"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/soak.XXXXXX")
 PREFIX=soak_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')

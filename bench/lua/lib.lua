@@ -29,6 +29,13 @@ function int_arg(args, i, default)
   return math.floor(v)
 end
 
+-- init(args) of the scenarios over N seeded rows: N is the first argument
+-- (default 10000), kept in `seeded`.
+function seeded_init(args)
+  bench_init()
+  seeded = int_arg(args, 1, 10000)
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

@@ -5,18 +5,13 @@
 -- args: N (seeded users)
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "lib.lua")
 
-local users
-
-function init(args)
-  bench_init()
-  users = int_arg(args, 1, 10000)
-end
+init = seeded_init
 
 function request()
   local quantity = math.random(1, 5)
   local body = string.format(
     '{"user_id":%d,"product_id":"SKU-%d","quantity":%d,"total_price":%d.%02d}',
-    math.random(1, users), math.random(1, 100), quantity,
+    math.random(1, seeded), math.random(1, 100), quantity,
     quantity * math.random(1, 99), math.random(0, 99))
   return wrk.format("POST", "/api/v1/orders", json_headers, body)
 end

@@ -1,25 +1,27 @@
-# order-service image.
-#
-# The build context is the repository root (the workspace has path dependencies
-# between crates):
-#   docker build -t order-service:latest -f services/order-service/Dockerfile .
+# The image of any service; SERVICE and PORT say which. The build context is the
+# repository root (the workspace has path dependencies between crates):
+#   docker build -t user-service:latest  --build-arg SERVICE=user-service  --build-arg PORT=8081 .
+#   docker build -t order-service:latest --build-arg SERVICE=order-service --build-arg PORT=8082 .
 #
 # Stages:
 #   builder  - compiles the dependencies in their own cached layer (manifests plus stub
-#              sources), then the real sources: `cargo build --release -p order-service --locked`
+#              sources), then the real sources: `cargo build --profile dist --locked -p $SERVICE`
 #   runtime  - debian:bookworm-slim with only the binary, running as a non-root user.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG SERVICE=user-service
+ARG PORT=8081
 
 ########################################################################################
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
+ARG SERVICE
 WORKDIR /build
 # SQLite is compiled in (libsqlite3-sys, bundled) with the image's gcc; reqwest is built
 # without TLS, so no OpenSSL is needed at build or run time.
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0 \
-    CARGO_PROFILE_RELEASE_STRIP=debuginfo
+    CARGO_PROFILE_DIST_STRIP=debuginfo
 
 # 1) Dependency layer. Only the manifests and the lock file are copied, and every
 #    workspace member gets a stub target, so this layer (the slow part: every crate from
@@ -38,21 +40,23 @@ RUN set -eux; \
         touch "services/$svc/src/lib.rs"; \
         echo 'fn main() {}' > "services/$svc/src/main.rs"; \
     done; \
-    cargo build --release --locked -p order-service; \
-    rm -rf crates/platform/src services/order-service/src
+    cargo build --profile dist --locked -p "${SERVICE}"; \
+    rm -rf crates/platform/src "services/${SERVICE}/src"
 
 # 2) The real sources (migrations are embedded at compile time by sqlx::migrate!).
 #    `touch` makes sure cargo sees them as newer than the stub build, whatever mtimes
 #    the build context carried.
 COPY crates/platform crates/platform
-COPY services/order-service services/order-service
+COPY services/${SERVICE} services/${SERVICE}
 RUN set -eux; \
-    find crates/platform services/order-service -type f -exec touch {} +; \
-    cargo build --release --locked -p order-service; \
-    install -D -m 0755 target/release/order-service /out/order-service
+    find crates/platform "services/${SERVICE}" -type f -exec touch {} +; \
+    cargo build --profile dist --locked -p "${SERVICE}"; \
+    install -D -m 0755 "target/dist/${SERVICE}" "/out/${SERVICE}"
 
 ########################################################################################
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+ARG SERVICE
+ARG PORT
 
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it.
 ARG APP_UID=10001
@@ -63,28 +67,34 @@ RUN set -eux; \
     mkdir -p /app/data; \
     chown -R app:app /app
 
-COPY --from=builder /out/order-service /usr/local/bin/order-service
+# Installed under its own name (what `ps` shows) and as /usr/local/bin/service,
+# the entry point, since exec-form ENTRYPOINT does not expand variables.
+COPY --from=builder /out/${SERVICE} /usr/local/bin/${SERVICE}
+RUN ln -s "/usr/local/bin/${SERVICE}" /usr/local/bin/service
 
 # WORKDIR /app: with no database variable the service falls back to SQLite at
-# ./data/order-service.db, i.e. /app/data, a writable volume owned by the app user.
-# docker-compose.yml and the Kubernetes manifests use PostgreSQL (ORDER_SERVICE_DB_*).
+# ./data/<service>.db, i.e. /app/data, a writable volume owned by the app user.
+# docker-compose.yml and the Kubernetes manifests use PostgreSQL (<PREFIX>_DB_*).
+# The services listen on 0.0.0.0 by default; APP_SERVICE and APP_PORT are read
+# only by the healthcheck below.
 WORKDIR /app
 VOLUME ["/app/data"]
-ENV ORDER_SERVICE_HOST=0.0.0.0 \
-    ORDER_SERVICE_PORT=8082
-EXPOSE 8082
+ENV APP_SERVICE=${SERVICE} \
+    APP_PORT=${PORT}
+EXPOSE ${PORT}
 USER ${APP_UID}:${APP_UID}
 
 # Healthcheck without adding packages: the slim image has no curl, but it has bash
 # (an essential Debian package), whose /dev/tcp redirection opens a TCP connection.
 # It sends a plain HTTP/1.0 request to /health/ready (200 when the database answers
 # and the service is not draining, 503 otherwise) and passes only on a 200 status line.
-# Docker does not expand variables in exec form; bash does, from the container's env.
+# Docker does not expand variables in exec form; bash does, from the container's env:
+# the port is <PREFIX>_PORT when set (user-service -> USER_SERVICE_PORT), else APP_PORT.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${ORDER_SERVICE_PORT:-8082} && printf 'GET /health/ready HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+    CMD ["bash", "-c", "v=${APP_SERVICE//-/_}; v=${v^^}_PORT; exec 3<>/dev/tcp/127.0.0.1/${!v:-$APP_PORT} && printf 'GET /health/ready HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 
 # SIGTERM (docker stop) triggers the service's graceful shutdown.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/usr/local/bin/order-service"]
-# `docker run order-service:latest migrate` applies the migrations and exits.
+ENTRYPOINT ["/usr/local/bin/service"]
+# `docker run user-service:latest migrate` applies the migrations and exits.
 CMD []
