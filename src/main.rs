@@ -30,13 +30,7 @@ async fn main() -> ExitCode {
         }
     }
     let load = || UserConfig::from_env().and_then(|u| OrderConfig::from_env().map(|o| (u, o)));
-    platform::cli::start(
-        "microservices",
-        load,
-        |(users, _)| &users.http.log_level,
-        run,
-    )
-    .await
+    platform::cli::start("microservices", load, |(users, _)| &users.http, run).await
 }
 
 async fn run(

@@ -57,7 +57,7 @@ pub async fn run_service<S: Service>() -> ExitCode {
     start(
         S::NAME,
         S::Config::from_env,
-        |config| &config.http().log_level,
+        |config| config.http(),
         async |config: S::Config, shutdown| match command {
             Command::Serve => {
                 Application::<S>::build(config, shutdown)
@@ -84,7 +84,7 @@ enum Command {
 pub async fn start<C>(
     name: &str,
     load: impl FnOnce() -> Result<C, ConfigError>,
-    log_level: impl Fn(&C) -> &str,
+    http: impl Fn(&C) -> &HttpSettings,
     work: impl AsyncFnOnce(C, CancellationToken) -> anyhow::Result<()>,
 ) -> ExitCode {
     crate::config::load_dotenv();
@@ -95,7 +95,8 @@ pub async fn start<C>(
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(log_level(&config));
+    let settings = http(&config);
+    crate::telemetry::init(&settings.log_level, settings.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::server::cancel_on_signal(shutdown.clone()));
     match work(config, shutdown).await {

@@ -129,6 +129,38 @@ impl<'a> Env<'a> {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line: for files, pipes, containers and log shippers.
+    Json,
+    /// A compact line a person reads at a terminal.
+    Pretty,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT=json|pretty`; unset, pretty when standard output is a
+    /// terminal and JSON otherwise.
+    ///
+    /// # Errors
+    /// When `LOG_FORMAT` is set to anything else.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        use std::io::IsTerminal;
+        let default = if std::io::stdout().is_terminal() {
+            "pretty"
+        } else {
+            "json"
+        };
+        match env
+            .choice_or("LOG_FORMAT", &["json", "pretty"], default)?
+            .as_str()
+        {
+            "pretty" => Ok(Self::Pretty),
+            _ => Ok(Self::Json),
+        }
+    }
+}
+
 /// Settings of the HTTP side that every service shares.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -137,6 +169,8 @@ pub struct HttpSettings {
     pub host: IpAddr,
     pub port: u16,
     pub log_level: String,
+    /// `LOG_FORMAT` (shared by every service): `json` or `pretty`.
+    pub log_format: LogFormat,
     /// Requests per second per client IP; the burst is twice this. 0 turns limiting off.
     pub rate_limit_per_second: u32,
     /// How often the limiter forgets clients whose bucket has refilled.
@@ -172,6 +206,7 @@ impl HttpSettings {
                 &["trace", "debug", "info", "warn", "error"],
                 "info",
             )?,
+            log_format: LogFormat::from_env(&Env::new("", env.lookup))?,
             rate_limit_per_second: env.parse_or("RATE_LIMIT", 100)?,
             rate_limit_eviction_interval: positive(
                 env,
