@@ -578,20 +578,16 @@ def main():
     s.add_argument("assignments", nargs="*")
     s.set_defaults(func=cmd_set)
 
-    s = sub.add_parser("wrk-record")
-    s.add_argument("file")
-    s.add_argument("scenario")
-    s.add_argument("log")
-    s.add_argument("assignments", nargs="*")
-    s.set_defaults(func=cmd_wrk_record)
-
-    s = sub.add_parser("pgbench-record")
-    s.add_argument("file")
-    s.add_argument("scenario")
-    s.add_argument("log")
-    s.add_argument("rc", type=int)
-    s.add_argument("assignments", nargs="*")
-    s.set_defaults(func=cmd_pgbench_record)
+    # wrk-record FILE SCENARIO LOG [k=v ...]; pgbench-record FILE SCENARIO LOG RC [k=v ...]
+    for name, func, extra in (("wrk-record", cmd_wrk_record, ()),
+                              ("pgbench-record", cmd_pgbench_record, (("rc", int),))):
+        s = sub.add_parser(name)
+        for arg in ("file", "scenario", "log"):
+            s.add_argument(arg)
+        for arg, kind in extra:
+            s.add_argument(arg, type=kind)
+        s.add_argument("assignments", nargs="*")
+        s.set_defaults(func=func)
 
     s = sub.add_parser("report")
     s.add_argument("--mode", required=True)

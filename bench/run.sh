@@ -99,18 +99,11 @@ pg_isready -q -h 127.0.0.1 -p "$PGPORT" 2>/dev/null ||
 # ---------------------------------------------------------------------------
 # build
 
-BUILD_SECONDS=0
-if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build --profile dist -p user-service -p order-service"
-    build_start=$SECONDS
-    cargo build --profile dist --quiet -p user-service -p order-service
-    BUILD_SECONDS=$((SECONDS - build_start))
-fi
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
-USER_BIN=$TARGET_DIR/dist/user-service
-ORDER_BIN=$TARGET_DIR/dist/order-service
-[[ -x $USER_BIN && -x $ORDER_BIN ]] || die "dist binaries not found under $TARGET_DIR/dist"
+# shellcheck source=../scripts/dist-binaries.sh
+. "$ROOT/scripts/dist-binaries.sh"
+build_start=$SECONDS
+build_dist_binaries "$ROOT" "${BENCH_SKIP_BUILD:-0}"
+BUILD_SECONDS=$((SECONDS - build_start))
 
 # ---------------------------------------------------------------------------
 # state and cleanup

@@ -66,15 +66,9 @@ for tool in psql curl python3 cargo; do
 done
 psql -qAtc 'select 1' postgres >/dev/null 2>&1 || die "PostgreSQL is not answering on 127.0.0.1:$PGPORT"
 
-if [[ ${SOAK_SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build --profile dist -p user-service -p order-service"
-    cargo build --profile dist --quiet -p user-service -p order-service
-fi
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
-USER_BIN=$TARGET_DIR/dist/user-service
-ORDER_BIN=$TARGET_DIR/dist/order-service
-[[ -x $USER_BIN && -x $ORDER_BIN ]] || die "dist binaries not found under $TARGET_DIR/dist"
+# shellcheck source=dist-binaries.sh
+. "$ROOT/scripts/dist-binaries.sh"
+build_dist_binaries "$ROOT" "${SOAK_SKIP_BUILD:-0}"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/soak.XXXXXX")
 PREFIX=soak_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')

@@ -1,5 +1,9 @@
 //! A PostgreSQL cluster of the test's own, to stop and start under load.
 
+use std::time::Duration;
+
+use super::poll_until;
+
 /// A throwaway PostgreSQL cluster of its own (`initdb` + `pg_ctl` in a temp dir, on
 /// a free loopback port) that a test can stop and start again under load, which the
 /// shared server on 5432 must never be. Stopped and removed on drop.
@@ -172,4 +176,89 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// When an outage made by [`database_outage_under_load`] began, ended, and
+/// when the service was whole again.
+pub struct Outage {
+    pub down: std::time::Instant,
+    pub up: std::time::Instant,
+    pub recovered: std::time::Instant,
+    /// From the stop to the first failing readiness probe.
+    pub ready_failed_after: Duration,
+    /// From the restart to the first successful answer, and to full recovery.
+    pub first_success_after: Option<Duration>,
+    pub recovered_after: Duration,
+}
+
+/// Stops `postgres` (`mode`: `fast`, or `immediate` for a crash) under `load`
+/// and proves the service noticed: readiness fails and the load sees 503s.
+/// Then restarts it and waits, up to `recovery`, until the service is ready and
+/// the load has had a successful `write` and `read` (answer labels) again;
+/// then keeps the load on for `settle` more answers.
+///
+/// # Panics
+/// When any of that does not happen in time.
+pub async fn database_outage_under_load(
+    postgres: &TemporaryPostgres,
+    mode: &str,
+    service: &crate::testing::TestClient,
+    load: &crate::testing::Load,
+    (write, read): (&str, &str),
+    recovery: Duration,
+) -> Outage {
+    use reqwest::StatusCode;
+    postgres.stop(mode).await;
+    let down = std::time::Instant::now();
+    let unready = poll_until(Duration::from_secs(15), || async {
+        service.get("/health/ready").await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(
+        unready.is_some(),
+        "/health/ready keeps passing with the database down"
+    );
+    let refused = poll_until(Duration::from_secs(30), || async {
+        load.count(|a| a.started > down && a.status == Some(503)) >= 6
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the load saw no 503 while the database was down"
+    );
+    postgres.restart().await;
+    let up = std::time::Instant::now();
+    let succeeded =
+        |label: &str| load.count(|a| a.started > up && a.is_success() && a.label == label) > 0;
+    let whole = poll_until(recovery, || async {
+        service.get("/health/ready").await.status == StatusCode::OK
+            && succeeded(write)
+            && succeeded(read)
+    })
+    .await;
+    let first_2xx = load
+        .answers()
+        .iter()
+        .filter(|a| a.finished > up && a.is_success())
+        .map(|a| a.finished - up)
+        .min();
+    assert!(
+        whole.is_some(),
+        "not recovered within {recovery:?} of the database returning (first 2xx after {first_2xx:?})"
+    );
+    let recovered = std::time::Instant::now();
+    // Keep the load on a little longer: after recovery everything must succeed.
+    let settle = load.count(|_| true) + 60;
+    poll_until(Duration::from_secs(30), || async {
+        load.count(|_| true) >= settle
+    })
+    .await;
+    Outage {
+        down,
+        up,
+        recovered,
+        ready_failed_after: unready.unwrap_or_default(),
+        first_success_after: first_2xx,
+        recovered_after: whole.unwrap_or_default(),
+    }
 }

@@ -8,7 +8,7 @@ mod database;
 mod http;
 mod load;
 
-pub use cluster::{TemporaryPostgres, free_port};
+pub use cluster::{Outage, TemporaryPostgres, database_outage_under_load, free_port};
 pub use database::{Backend, TestDatabase, admin_url, connect};
 pub use http::{
     INTERNALS, TestClient, TestResponse, assert_no_internals, client_from, metric_value,

@@ -4,12 +4,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{OrderService, StandIn, TestClient, spawn_system, stored_orders};
 use platform::backend_tests;
-use platform::testing::{Answer, Load, TemporaryPostgres, poll_until};
+use platform::testing::{Answer, Load, TemporaryPostgres, database_outage_under_load, poll_until};
 
 /// Order-service's default request timeout: no answer may take longer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,39 +165,14 @@ async fn order_database_going_away_under_load_is_503_then_recovers_within_5s_los
     assert!(warm.is_some(), "load is running");
 
     // As a crash: no clean shutdown of the sessions.
-    postgres.stop("immediate").await;
-    let down = Instant::now();
-    let unready = poll_until(Duration::from_secs(15), || async {
-        orders.get("/health/ready").await.status == StatusCode::SERVICE_UNAVAILABLE
-    })
-    .await;
-    assert!(
-        unready.is_some(),
-        "/health/ready passes with the database down"
-    );
-    let refused = poll_until(Duration::from_secs(30), || async {
-        load.count(|a| a.started > down && a.status == Some(503)) >= 6
-    })
-    .await;
-    assert!(refused.is_some(), "no 503 while the database was down");
-
-    postgres.restart().await;
-    let up = Instant::now();
-    let recovered = poll_until(RECOVERY, || async {
-        orders.get("/health/ready").await.status == StatusCode::OK
-            && load.count(|a| a.started > up && a.is_success() && a.label == "POST /orders") > 0
-            && load.count(|a| a.started > up && a.is_success() && a.label == "GET /orders") > 0
-    })
-    .await;
-    assert!(
-        recovered.is_some(),
-        "not recovered within {RECOVERY:?} of the database returning"
-    );
-    let recovered_at = Instant::now();
-    let more = load.count(|_| true) + 40;
-    poll_until(Duration::from_secs(30), || async {
-        load.count(|_| true) >= more
-    })
+    let outage = database_outage_under_load(
+        &postgres,
+        "immediate",
+        &orders.client,
+        &load,
+        ("POST /orders", "GET /orders"),
+        RECOVERY,
+    )
     .await;
     let answers = load.finish().await;
 
@@ -206,7 +180,7 @@ async fn order_database_going_away_under_load_is_503_then_recovers_within_5s_los
     assert!(
         answers
             .iter()
-            .filter(|a| a.started > recovered_at)
+            .filter(|a| a.started > outage.recovered)
             .all(Answer::is_success),
         "a failure after recovery"
     );
@@ -218,9 +192,9 @@ async fn order_database_going_away_under_load_is_503_then_recovers_within_5s_los
         "FIGURES order_db_away: answers {statuses:?}, {} orders created, ready failed {:?} after stop, \
          recovered {:?} after restart, down for {:?}",
         ids.len(),
-        unready.unwrap_or_default(),
-        recovered.unwrap_or_default(),
-        up - down,
+        outage.ready_failed_after,
+        outage.recovered_after,
+        outage.up - outage.down,
     );
 }
 

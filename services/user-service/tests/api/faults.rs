@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{Backend, ServiceProcess, TestClient, TestDatabase};
 use platform::backend_tests;
-use platform::testing::{Answer, Load, TemporaryPostgres, poll_until};
+use platform::testing::{Answer, Load, TemporaryPostgres, database_outage_under_load, poll_until};
 
 /// `USER_SERVICE_REQUEST_TIMEOUT` in these tests: no answer may take longer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,50 +79,14 @@ async fn postgres_going_away_under_load_is_503_then_recovers_within_5s_losing_no
         "load is running"
     );
 
-    postgres.stop("fast").await;
-    let down = Instant::now();
-    let ready_failed = poll_until(Duration::from_secs(15), || async {
-        app.get("/health/ready").await.status == StatusCode::SERVICE_UNAVAILABLE
-    })
-    .await;
-    assert!(
-        ready_failed.is_some(),
-        "/health/ready keeps passing with the database down"
-    );
-    let refused_while_down = poll_until(Duration::from_secs(30), || async {
-        load.count(|a| a.started > down && a.status == Some(503)) >= 6
-    })
-    .await;
-    assert!(
-        refused_while_down.is_some(),
-        "the load saw no 503 while the database was down"
-    );
-
-    postgres.restart().await;
-    let up = Instant::now();
-    // Full recovery, polled: ready again, and a new write and read succeed.
-    let recovered = poll_until(RECOVERY, || async {
-        app.get("/health/ready").await.status == StatusCode::OK
-            && load.count(|a| a.started > up && a.is_success() && a.label == "POST /users") > 0
-            && load.count(|a| a.started > up && a.is_success() && a.label == "GET /users") > 0
-    })
-    .await;
-    let recovered_at = Instant::now();
-    let answers_so_far = load.answers();
-    let first_2xx = answers_so_far
-        .iter()
-        .filter(|a| a.finished > up && a.is_success())
-        .map(|a| a.finished - up)
-        .min();
-    assert!(
-        recovered.is_some(),
-        "not recovered within {RECOVERY:?} of the database returning (first 2xx after {first_2xx:?})"
-    );
-    // Keep the load on a little longer: after recovery everything must succeed.
-    let settle = load.count(|_| true) + 60;
-    poll_until(Duration::from_secs(30), || async {
-        load.count(|_| true) >= settle
-    })
+    let outage = database_outage_under_load(
+        &postgres,
+        "fast",
+        &app.client,
+        &load,
+        ("POST /users", "GET /users"),
+        RECOVERY,
+    )
     .await;
     let answers = load.finish().await;
 
@@ -143,7 +107,7 @@ async fn postgres_going_away_under_load_is_503_then_recovers_within_5s_losing_no
             "an answer took {:?}, beyond the request timeout",
             answer.latency()
         );
-        if answer.started > recovered_at {
+        if answer.started > outage.recovered {
             assert!(answer.is_success(), "after recovery: {answer:?}");
         }
     }
@@ -160,11 +124,12 @@ async fn postgres_going_away_under_load_is_503_then_recovers_within_5s_losing_no
         .unwrap_or_default();
     println!(
         "FIGURES postgres_away: answers {statuses:?}, created {}, ready failed {:?} after stop, \
-         down for {:?}, first 2xx {first_2xx:?} and full recovery {:?} after restart, slowest answer {slowest:?}",
+         down for {:?}, first 2xx {:?} and full recovery {:?} after restart, slowest answer {slowest:?}",
         ids.len(),
-        ready_failed.unwrap_or_default(),
-        up - down,
-        recovered.unwrap_or_default(),
+        outage.ready_failed_after,
+        outage.up - outage.down,
+        outage.first_success_after,
+        outage.recovered_after,
     );
 }
 
