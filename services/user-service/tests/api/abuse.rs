@@ -92,6 +92,14 @@ async fn a_client_that_writes_its_whole_oversized_body_before_reading_gets_the_4
     assert_still_serving(&app).await;
 }
 
+/// Sends `request` on a fresh connection and asserts the answer is `status` with
+/// the envelope's `code`.
+async fn assert_raw_error(address: SocketAddr, request: &[u8], status: u16, code: &str) {
+    let answer = raw_exchange(address, request, Duration::from_secs(5)).await;
+    assert_eq!(raw_status(&answer), status, "{answer}");
+    assert_eq!(raw_json(&answer)["error"]["code"], code, "{answer}");
+}
+
 fn post_head(path: &str, extra_headers: &str) -> String {
     format!(
         "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nConnection: close\r\n{extra_headers}\r\n"
@@ -133,30 +141,19 @@ async fn oversized_bodies_are_413_however_their_length_is_declared() {
         ));
     }
     chunked.push_str("0\r\n\r\n");
-    let answer = raw_exchange(app.address, chunked.as_bytes(), Duration::from_secs(5)).await;
-    assert_eq!(raw_status(&answer), 413, "{answer}");
-    assert_eq!(
-        raw_json(&answer)["error"]["code"],
-        "PAYLOAD_TOO_LARGE",
-        "{answer}"
-    );
+    assert_raw_error(app.address, chunked.as_bytes(), 413, "PAYLOAD_TOO_LARGE").await;
 
     // A Content-Length of a terabyte with two bytes behind it: refused at once
     // from the header, not after waiting for the request timeout.
     let started = Instant::now();
     let head = post_head("/api/v1/users", "Content-Length: 1000000000000\r\n");
-    let answer = raw_exchange(
+    assert_raw_error(
         app.address,
         format!("{head}{{}}").as_bytes(),
-        Duration::from_secs(5),
+        413,
+        "PAYLOAD_TOO_LARGE",
     )
     .await;
-    assert_eq!(raw_status(&answer), 413, "{answer}");
-    assert_eq!(
-        raw_json(&answer)["error"]["code"],
-        "PAYLOAD_TOO_LARGE",
-        "{answer}"
-    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -166,18 +163,13 @@ async fn oversized_bodies_are_413_however_their_length_is_declared() {
     // A Content-Length smaller than the body: only the declared bytes are the
     // body (broken JSON, 400); the rest is not a request, and hyper answers 400.
     let head = post_head("/api/v1/users", "Content-Length: 10\r\n");
-    let answer = raw_exchange(
+    assert_raw_error(
         app.address,
         format!("{head}{body}").as_bytes(),
-        Duration::from_secs(5),
+        400,
+        "BAD_REQUEST",
     )
     .await;
-    assert_eq!(raw_status(&answer), 400, "{answer}");
-    assert_eq!(
-        raw_json(&answer)["error"]["code"],
-        "BAD_REQUEST",
-        "{answer}"
-    );
 
     // A Content-Length larger than what arrives before the client stops sending.
     let mut stream = TcpStream::connect(app.address).await.unwrap();
