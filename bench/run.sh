@@ -33,14 +33,9 @@ seconds_of() { # "10", "10s" -> 10
     echo "$v"
 }
 
-MODE=full
-for arg in "$@"; do
-    case $arg in
-        --smoke) MODE=smoke ;;
-        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument '$arg' (try --help)" ;;
-    esac
-done
+# shellcheck source=../scripts/common.sh
+. "$ROOT/scripts/common.sh"
+parse_mode 20 "$@"
 
 THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
@@ -99,8 +94,6 @@ pg_isready -q -h 127.0.0.1 -p "$PGPORT" 2>/dev/null ||
 # ---------------------------------------------------------------------------
 # build
 
-# shellcheck source=../scripts/dist-binaries.sh
-. "$ROOT/scripts/dist-binaries.sh"
 build_start=$SECONDS
 build_dist_binaries "$ROOT" "${BENCH_SKIP_BUILD:-0}"
 BUILD_SECONDS=$((SECONDS - build_start))

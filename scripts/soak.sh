@@ -32,14 +32,9 @@ log() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 py() { python3 "$ROOT/bench/bench.py" "$@"; }
 
-MODE=full
-for arg in "$@"; do
-    case $arg in
-        --smoke) MODE=smoke ;;
-        -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument '$arg' (try --help)" ;;
-    esac
-done
+# shellcheck source=common.sh
+. "$ROOT/scripts/common.sh"
+parse_mode 29 "$@"
 if [[ $MODE == smoke ]]; then
     DURATION=${SOAK_DURATION:-12} WARMUP=${SOAK_WARMUP:-4} SEED=${SOAK_SEED:-300}
 else
@@ -66,8 +61,6 @@ for tool in psql curl python3 cargo; do
 done
 psql -qAtc 'select 1' postgres >/dev/null 2>&1 || die "PostgreSQL is not answering on 127.0.0.1:$PGPORT"
 
-# shellcheck source=dist-binaries.sh
-. "$ROOT/scripts/dist-binaries.sh"
 build_dist_binaries "$ROOT" "${SOAK_SKIP_BUILD:-0}"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/soak.XXXXXX")

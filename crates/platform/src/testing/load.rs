@@ -129,3 +129,14 @@ impl Load {
         std::mem::take(&mut *self.answers.lock().expect("answers"))
     }
 }
+
+/// Ids of every 201 among `answers`, asserting none repeats.
+///
+/// # Panics
+/// When an id was handed out twice.
+pub fn created_ids(answers: &[Answer]) -> Vec<i64> {
+    let ids: Vec<i64> = answers.iter().filter_map(Answer::created_id).collect();
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "an id was handed out twice");
+    ids
+}

@@ -13,7 +13,7 @@ pub use database::{Backend, TestDatabase, admin_url, connect};
 pub use http::{
     INTERNALS, TestClient, TestResponse, assert_no_internals, client_from, metric_value,
 };
-pub use load::{Answer, Load};
+pub use load::{Answer, Load, created_ids};
 
 use serde_json::Value;
 

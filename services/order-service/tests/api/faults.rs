@@ -8,7 +8,9 @@ use serde_json::json;
 
 use crate::helpers::{OrderService, StandIn, TestClient, spawn_system, stored_orders};
 use platform::backend_tests;
-use platform::testing::{Answer, Load, TemporaryPostgres, database_outage_under_load, poll_until};
+use platform::testing::{
+    Answer, Load, TemporaryPostgres, created_ids, database_outage_under_load, poll_until,
+};
 
 /// Order-service's default request timeout: no answer may take longer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,17 +72,6 @@ fn assert_documented(answers: &[Answer], allowed: &[u16]) -> BTreeMap<u16, usize
         println!("503 answers by message: {unavailable:?}");
     }
     statuses
-}
-
-/// Ids of every 201, asserting none repeats.
-fn created_ids(answers: &[Answer]) -> Vec<i64> {
-    let ids: Vec<i64> = answers.iter().filter_map(Answer::created_id).collect();
-    assert_eq!(
-        ids.iter().collect::<HashSet<_>>().len(),
-        ids.len(),
-        "an id was handed out twice"
-    );
-    ids
 }
 
 backend_tests! {

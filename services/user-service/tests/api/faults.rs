@@ -1,7 +1,6 @@
 //! Faults with real processes, real PostgreSQL and real HTTP: the database going
 //! away under load, and SIGTERM to the real binary under load.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -11,7 +10,9 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{Backend, ServiceProcess, TestClient, TestDatabase};
 use platform::backend_tests;
-use platform::testing::{Answer, Load, TemporaryPostgres, database_outage_under_load, poll_until};
+use platform::testing::{
+    Answer, Load, TemporaryPostgres, created_ids, database_outage_under_load, poll_until,
+};
 
 /// `USER_SERVICE_REQUEST_TIMEOUT` in these tests: no answer may take longer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,17 +42,6 @@ async fn user_step(client: TestClient, n: u64) -> Vec<Answer> {
 fn user_load(client: &TestClient, workers: usize, max_steps: u64) -> Load {
     let client = client.clone();
     Load::start(workers, max_steps, move |_, n| user_step(client.clone(), n))
-}
-
-/// Ids of every 201, asserting none repeats.
-fn created_ids(answers: &[Answer]) -> Vec<i64> {
-    let ids: Vec<i64> = answers.iter().filter_map(Answer::created_id).collect();
-    assert_eq!(
-        ids.iter().collect::<HashSet<_>>().len(),
-        ids.len(),
-        "an id was handed out twice"
-    );
-    ids
 }
 
 /// How many of `ids` are rows in `users`, read straight from the database.
