@@ -217,7 +217,7 @@ def load_yaml_all(path):
 CALL = re.compile(
     r"\b(\w+)\s*\.\s*(?:raw|parse_or|seconds_or|fractional_seconds_or|millis_or|choice_or|invalid)"
     r"\(\s*\"([A-Z][A-Z0-9_]*)\"")
-ENV_NEW = re.compile(r"let\s+(\w+)\s*=\s*Env::new\(\s*(\"[A-Z_]+\"|[A-Z_]+)\s*,")
+ENV_NEW = re.compile(r"let\s+(\w+)\s*=\s*Env::new\(\s*(\"[A-Z_]*\"|[A-Z_]+)\s*,")
 CONST = re.compile(r"const\s+([A-Z_]+)\s*:\s*&str\s*=\s*\"([A-Z_]+)\"")
 # helper functions taking the Env first: parse_networks(env, "TRUSTED_PROXIES")
 HELPER = re.compile(r"\(\s*&?(\w*env)\s*,\s*\"([A-Z][A-Z0-9_]*)\"")
@@ -246,8 +246,9 @@ def service_variables(root):
         for recv, suffix in CALL.findall(text) + HELPER.findall(text):
             if recv == "self":
                 continue
-            prefixes = [receivers[recv]] if receivers.get(recv) else default
-            names.update(f"{p}_{suffix}" for p in prefixes)
+            prefixes = [receivers[recv]] if receivers.get(recv) is not None else default
+            # An empty prefix (Env::new("", ...)) reads the bare name: LOG_FORMAT.
+            names.update(f"{p}_{suffix}" if p else suffix for p in prefixes)
         names.update(DIRECT.findall(text))
         if "from_default_env" in text or "RUST_LOG" in text:
             names.add("RUST_LOG")

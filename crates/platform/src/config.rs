@@ -144,14 +144,16 @@ impl LogFormat {
     ///
     /// # Errors
     /// When `LOG_FORMAT` is set to anything else.
-    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
         use std::io::IsTerminal;
+        // Not prefixed: one process may run several services, with one log.
+        let shared = Env::new("", lookup);
         let default = if std::io::stdout().is_terminal() {
             "pretty"
         } else {
             "json"
         };
-        match env
+        match shared
             .choice_or("LOG_FORMAT", &["json", "pretty"], default)?
             .as_str()
         {
@@ -206,7 +208,7 @@ impl HttpSettings {
                 &["trace", "debug", "info", "warn", "error"],
                 "info",
             )?,
-            log_format: LogFormat::from_env(&Env::new("", env.lookup))?,
+            log_format: LogFormat::from_lookup(env.lookup)?,
             rate_limit_per_second: env.parse_or("RATE_LIMIT", 100)?,
             rate_limit_eviction_interval: positive(
                 env,
