@@ -110,6 +110,16 @@ pub enum ApiError {
     /// 400 BAD_REQUEST: the request cannot be read (malformed JSON, bad id, …).
     #[error("{0}")]
     BadRequest(String),
+    /// 401 UNAUTHORIZED with `WWW-Authenticate: Bearer` (RFC 6750): no token, or
+    /// one that is not valid (then with `error="invalid_token"`).
+    #[error("{message}")]
+    Unauthorized {
+        message: String,
+        invalid_token: bool,
+    },
+    /// 403 FORBIDDEN: a valid token without the right for this operation.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404 NOT_FOUND
     #[error("{0}")]
     NotFound(String),
@@ -162,6 +172,8 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             Self::Validation { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -180,6 +192,8 @@ impl ApiError {
         match self {
             Self::Validation { .. } => "VALIDATION_ERROR",
             Self::BadRequest(_) => "BAD_REQUEST",
+            Self::Unauthorized { .. } => "UNAUTHORIZED",
+            Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::Conflict(_) => "CONFLICT",
@@ -237,6 +251,18 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::Unauthorized { invalid_token, .. } => {
+                // RFC 6750 section 3.1: no error code when the request had no token.
+                let challenge = if invalid_token {
+                    "Bearer error=\"invalid_token\""
+                } else {
+                    "Bearer"
+                };
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
             }
             // The body was not (all) read: the connection cannot carry another request.
             Self::PayloadTooLarge { .. } => {
@@ -346,6 +372,27 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+
+    #[tokio::test]
+    async fn unauthorized_carries_a_bearer_challenge_with_invalid_token_only_for_a_bad_token() {
+        let missing = ApiError::Unauthorized {
+            message: "missing bearer token".to_owned(),
+            invalid_token: false,
+        }
+        .into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let bad = ApiError::Unauthorized {
+            message: "token expired".to_owned(),
+            invalid_token: true,
+        }
+        .into_response();
+        assert_eq!(
+            bad.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\""
+        );
+        assert_eq!(body_json(bad).await["error"]["code"], "UNAUTHORIZED");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! hands it to [`server::Platform::app`] for the common middleware stack.
 
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod validation;
 
+pub use auth::Caller;
 pub use body::ApiJson;
 pub use error::{ApiError, ApiResponse, ApiResult, FieldError};
 pub use extract::{PathId, RequestId};

@@ -39,6 +39,8 @@ pub struct ErrorDetail {
 pub enum ErrorCode {
     ValidationError,
     BadRequest,
+    Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     Conflict,

@@ -53,6 +53,8 @@ pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + 
             method = %request.method(),
             path,
             request_id,
+            // Filled in by the `Caller` extractor once a token verifies.
+            sub = tracing::field::Empty,
         )
     }
 }
