@@ -9,6 +9,7 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Required, Type};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -122,9 +123,58 @@ pub fn add_links(spec: &mut OpenApi) {
 /// A service's generated document with what every operation shares: the common
 /// responses and headers, and the links from each create to its resource.
 pub fn finish(mut spec: OpenApi) -> OpenApi {
+    add_bearer_security(&mut spec);
     add_common_responses(&mut spec);
     add_links(&mut spec);
     spec
+}
+
+/// Declares the `bearer` scheme (a JWT from user-service) and adds 401 (with
+/// its `WWW-Authenticate` challenge) and 403 to every operation that declares
+/// security, so the handlers only say *that* they need a token.
+pub fn add_bearer_security(spec: &mut OpenApi) {
+    let scheme = SecurityScheme::Http(
+        HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "A token from POST /api/v1/auth/token (clients) or /api/v1/auth/login (users) of user-service",
+            ))
+            .build(),
+    );
+    spec.components
+        .get_or_insert_with(Default::default)
+        .security_schemes
+        .insert("bearer".to_owned(), scheme.into());
+    for item in spec.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete]
+            .into_iter()
+            .flatten()
+            .filter(|op| op.security.as_ref().is_some_and(|s| !s.is_empty()))
+        {
+            let challenge = HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some("`Bearer`, with `error=\"invalid_token\"` when a token was sent but is not valid (RFC 6750)"))
+                .build();
+            let unauthorized = ResponseBuilder::new()
+                .description("No bearer token, or one that is expired, forged or not for this service")
+                .content("application/json", error_content())
+                .header("WWW-Authenticate", challenge)
+                .build();
+            operation
+                .responses
+                .responses
+                .entry("401".to_owned())
+                .or_insert_with(|| unauthorized.into());
+            add_error(operation, 403, "The token is valid but does not grant this operation", false);
+        }
+    }
+}
+
+fn error_content() -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+        .build()
 }
 
 /// Adds what every operation shares: the optional `X-Request-ID` request header,
@@ -199,12 +249,9 @@ fn add_request_id(operation: &mut Operation) {
 }
 
 fn add_error(operation: &mut Operation, status: u16, description: &str, retry_after: bool) {
-    let mut response = ResponseBuilder::new().description(description).content(
-        "application/json",
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-            .build(),
-    );
+    let mut response = ResponseBuilder::new()
+        .description(description)
+        .content("application/json", error_content());
     if retry_after {
         response = response.header(
             "Retry-After",

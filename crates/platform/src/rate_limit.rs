@@ -44,34 +44,9 @@ impl RateLimiter {
         })
     }
 
-    /// The address to limit: the socket peer, unless the peer is a trusted proxy,
-    /// in which case the rightmost `X-Forwarded-For` entry that is not itself a
-    /// trusted proxy (entries further left are client-controlled and can be forged).
+    /// The address to limit (see [`client_ip`]).
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.is_trusted(peer) {
-            return peer;
-        }
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect::<Vec<_>>();
-        for entry in forwarded.iter().rev() {
-            match entry.parse::<IpAddr>() {
-                Ok(ip) if self.is_trusted(ip) => {}
-                Ok(ip) => return ip,
-                // A garbled hop means the chain cannot be believed past this point.
-                Err(_) => return peer,
-            }
-        }
-        peer
-    }
-
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+        client_ip(peer, headers, &self.trusted_proxies)
     }
 
     /// Takes a token for `client`, or says how many seconds until one is free.
@@ -117,6 +92,35 @@ impl RateLimiter {
             }
         });
     }
+}
+
+/// The client's address: the socket peer, unless the peer is a trusted proxy,
+/// in which case the rightmost `X-Forwarded-For` entry that is not itself a
+/// trusted proxy (entries further left are client-controlled and can be forged).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| {
+        let ip = ip.to_canonical();
+        trusted_proxies.iter().any(|net| net.contains(&ip))
+    };
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for entry in forwarded.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => {}
+            Ok(ip) => return ip,
+            // A garbled hop means the chain cannot be believed past this point.
+            Err(_) => return peer,
+        }
+    }
+    peer
 }
 
 /// Health probes and scrapes must work even while a client is being throttled.

@@ -1,8 +1,11 @@
-//! user-service settings from `USER_SERVICE_*` variables (names and defaults as the contract).
+//! user-service settings from `USER_SERVICE_*` variables (names and defaults as
+//! the contract) and the shared `AUTH_*` variables.
 
 use platform::cli::ServiceConfig;
 use platform::config::{ConfigError, Env, HttpSettings, Lookup};
 use platform::db::DatabaseSettings;
+
+use crate::auth::config::AuthConfig;
 
 pub const SERVICE_NAME: &str = "user-service";
 const PREFIX: &str = "USER_SERVICE";
@@ -12,6 +15,7 @@ const PREFIX: &str = "USER_SERVICE";
 pub struct Config {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
+    pub auth: AuthConfig,
 }
 
 impl ServiceConfig for Config {
@@ -25,9 +29,11 @@ impl ServiceConfig for Config {
 
     fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
         let env = Env::new(PREFIX, lookup);
+        let database = DatabaseSettings::from_env(&env, "userdb", SERVICE_NAME)?;
         Ok(Self {
             http: HttpSettings::from_env(&env, SERVICE_NAME, 8081)?,
-            database: DatabaseSettings::from_env(&env, "userdb", SERVICE_NAME)?,
+            auth: AuthConfig::from_env(&Env::new("", lookup), &env, &database)?,
+            database,
         })
     }
 }

@@ -9,6 +9,8 @@ use validator::Validate;
 use platform::db::{DbError, Row};
 use platform::validation::{Int, Text, no_control_characters};
 
+pub use crate::password::Password;
+
 /// A row of the `users` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -20,11 +22,16 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub role: UserRole,
+    pub created_by: Option<String>,
+    pub updated_by: Option<String>,
 }
 
 impl User {
-    /// The columns [`User::from_row`] reads, for `SELECT` and `RETURNING`.
-    pub const COLUMNS: &str = "id, email, name, age, active, created_at, updated_at, deleted_at";
+    /// The columns [`User::from_row`] reads, for `SELECT` and `RETURNING`: every
+    /// column but `password_hash`, which only the login reads.
+    pub const COLUMNS: &str = "id, email, name, age, active, created_at, updated_at, deleted_at, \
+                               role, created_by, updated_by";
 
     /// # Errors
     /// When a column is missing or of another type (a schema bug).
@@ -38,7 +45,46 @@ impl User {
             created_at: row.get("created_at")?,
             updated_at: row.get("updated_at")?,
             deleted_at: row.get("deleted_at")?,
+            role: UserRole::from_column(&row.get::<String>("role")?)?,
+            created_by: row.get("created_by")?,
+            updated_by: row.get("updated_by")?,
         })
+    }
+}
+
+/// What a user may do: `user` acts on its own data, `admin` on everyone's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserRole {
+    #[default]
+    User,
+    Admin,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// # Errors
+    /// When the column holds another value (the CHECK constraint forbids it).
+    pub fn from_column(value: &str) -> Result<Self, DbError> {
+        match value {
+            "user" => Ok(Self::User),
+            "admin" => Ok(Self::Admin),
+            other => Err(DbError::Other(format!("unknown role {other:?} in users.role"))),
+        }
+    }
+
+    /// The platform role a token of this user carries.
+    pub fn token_role(self) -> platform::auth::Role {
+        match self {
+            Self::User => platform::auth::Role::User,
+            Self::Admin => platform::auth::Role::Admin,
+        }
     }
 }
 
@@ -115,6 +161,12 @@ pub struct CreateUserRequest {
     pub name: UserName,
     #[schema(inline)]
     pub age: Age,
+    /// Required for self-registration (no token); optional for an admin (a user
+    /// without one cannot log in until one is set).
+    #[schema(inline)]
+    pub password: Option<Password>,
+    /// `user` (default) or `admin`; only an admin may set it.
+    pub role: Option<UserRole>,
 }
 
 /// `PUT /api/v1/users/{id}`: every field optional; absent (or null) means unchanged.
@@ -125,12 +177,25 @@ pub struct UpdateUserRequest {
     pub name: Option<UserName>,
     #[schema(inline)]
     pub age: Option<Age>,
+    /// Only an admin may change it.
     pub active: Option<bool>,
+    /// A new password; a user changing its own also sends `current_password`.
+    #[schema(inline)]
+    pub password: Option<Password>,
+    /// The password being replaced (required when users change their own).
+    #[schema(inline)]
+    pub current_password: Option<Password>,
+    /// Only an admin may change it.
+    pub role: Option<UserRole>,
 }
 
 impl UpdateUserRequest {
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.age.is_none() && self.active.is_none()
+        self.name.is_none()
+            && self.age.is_none()
+            && self.active.is_none()
+            && self.password.is_none()
+            && self.role.is_none()
     }
 }
 
@@ -144,6 +209,11 @@ pub struct UserResponse {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub role: UserRole,
+    /// Who created the user (a token's subject); null when self-registered.
+    pub created_by: Option<String>,
+    /// Who changed the user last (a token's subject).
+    pub updated_by: Option<String>,
 }
 
 impl From<User> for UserResponse {
@@ -156,6 +226,9 @@ impl From<User> for UserResponse {
             active: user.active,
             created_at: user.created_at,
             updated_at: user.updated_at,
+            role: user.role,
+            created_by: user.created_by,
+            updated_by: user.updated_by,
         }
     }
 }

@@ -1,26 +1,36 @@
-//! HTTP handlers: extract, validate, call the store, answer in the envelope.
+//! HTTP handlers: extract, authorize, call the store, answer in the envelope.
+//!
+//! Who may do what: anonymous callers may register (when open registration is
+//! on); a user reads, changes and deletes only itself, and someone else's user
+//! is a 404, so ids are not confirmed; a service reads any user; an admin does
+//! everything.
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
+use platform::auth::Role;
 use platform::db::Database;
 
-use crate::model::{CreateUserRequest, UpdateUserRequest, UserFilter, UserResponse};
+use crate::AppState;
+use crate::auth;
+use crate::error::UserError;
+use crate::model::{CreateUserRequest, UpdateUserRequest, UserFilter, UserResponse, UserRole};
 use crate::store;
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
 use platform::pagination::PageQuery;
-use platform::{ApiJson, ApiResponse, ApiResult, ListQuery, PathId};
+use platform::{ApiError, ApiJson, ApiResponse, ApiResult, Caller, ListQuery, PathId};
 
 /// The OpenAPI document, generated from the handlers and types below.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "user-service", version = "1.0.0", description = "User management. Every answer uses the envelope {success, data|error, meta}."),
+    info(title = "user-service", version = "1.0.0", description = "User management and identity. Every answer uses the envelope {success, data|error, meta}. Get a token from /api/v1/auth/token or /api/v1/auth/login and send it as `Authorization: Bearer <token>`."),
     paths(
         create_user, list_users, get_user, update_user, delete_user,
+        auth::issue_token, auth::login, auth::jwks,
         platform::health::health, platform::health::live, platform::health::ready, platform::metrics::export,
     ),
     components(schemas(ErrorEnvelope)),
-    tags((name = "users", description = "User CRUD"), (name = "operations", description = "Health and metrics")),
+    tags((name = "users", description = "User CRUD"), (name = "auth", description = "Tokens and the keys that verify them"), (name = "operations", description = "Health and metrics")),
 )]
 struct ApiDoc;
 
@@ -29,89 +39,196 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     platform::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
-/// The user API routes, without the platform's middleware.
-pub fn router(db: Database) -> Router {
+/// The user and token routes, without the platform's middleware.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/users", post(create_user).get(list_users))
         .route(
             "/api/v1/users/{id}",
             get(get_user).put(update_user).delete(delete_user),
         )
-        .with_state(db)
+        .route("/api/v1/auth/token", post(auth::issue_token))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .with_state(state)
 }
 
-/// Create a user.
+/// The same answer as for an id nobody has: another user's id is not confirmed.
+fn hidden(id: i64) -> ApiError {
+    UserError::NotFound(id).into()
+}
+
+/// A user acts on itself only; anything else of theirs reads as absent.
+fn require_self_or_admin(caller: &Caller, id: i64) -> Result<(), ApiError> {
+    if caller.may_act_for(id) {
+        Ok(())
+    } else if caller.has(Role::User) {
+        Err(hidden(id))
+    } else {
+        Err(ApiError::Forbidden(
+            "this operation is for the user itself or an admin".to_owned(),
+        ))
+    }
+}
+
+/// Create a user: without a token, self-registration (password required, role
+/// `user`); with an admin token, any user (password optional).
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
+    security((), ("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = DataEnvelope<UserResponse>),
         (status = 400, description = "Malformed JSON or a field breaks a rule (named in the message and details)", body = ErrorEnvelope),
+        (status = 403, description = "A token other than an admin's, or `role` set without one", body = ErrorEnvelope),
         (status = 409, description = "A live user already has this email", body = ErrorEnvelope),
     ))]
 async fn create_user(
-    State(db): State<Database>,
+    State(state): State<AppState>,
+    caller: Option<Caller>,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> ApiResult<UserResponse> {
-    let user = store::insert(&db, &request).await?;
+    let created_by = match &caller {
+        Some(caller) => {
+            caller.require_admin("creating a user")?;
+            Some(caller.subject().to_owned())
+        }
+        None if !state.auth.open_registration => {
+            return Err(ApiError::Unauthorized {
+                message: "registration is closed; this operation needs a bearer token".to_owned(),
+                invalid_token: false,
+            });
+        }
+        None if request.password.is_none() => {
+            return Err(ApiError::invalid_field("password", "is required to register"));
+        }
+        None if request.role.is_some_and(|role| role != UserRole::User) => {
+            return Err(ApiError::Forbidden("only an admin may set role".to_owned()));
+        }
+        None => None,
+    };
+    let password_hash = match &request.password {
+        Some(password) => Some(password.hash().await.map_err(ApiError::Internal)?),
+        None => None,
+    };
+    let user = store::insert(&state.db, &request, password_hash, created_by).await?;
     tracing::info!(user_id = user.id, "user created");
     Ok(ApiResponse::created(user.into()))
 }
 
-/// Get a live user by id.
+/// Get a live user by id: the user itself, a service or an admin.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "User id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The user", body = DataEnvelope<UserResponse>),
         (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
-        (status = 404, description = "No live user has this id", body = ErrorEnvelope),
+        (status = 404, description = "No live user has this id (or it is not the caller's)", body = ErrorEnvelope),
     ))]
-async fn get_user(State(db): State<Database>, PathId(id): PathId) -> ApiResult<UserResponse> {
+async fn get_user(
+    State(db): State<Database>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<UserResponse> {
+    if !caller.has(Role::Service) {
+        require_self_or_admin(&caller, id)?;
+    }
     Ok(ApiResponse::ok(store::find(&db, id).await?.into()))
 }
 
-/// List live users, newest first.
+/// List live users, newest first (admins only).
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     params(PageQuery, UserFilter),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of users", body = PageEnvelope<UserResponse>),
         (status = 400, description = "A query parameter is invalid (named)", body = ErrorEnvelope),
     ))]
 async fn list_users(
     State(db): State<Database>,
+    caller: Caller,
     ListQuery(page, filter): ListQuery<UserFilter>,
 ) -> ApiResult<Vec<UserResponse>> {
+    caller.require_admin("listing users")?;
     let (users, total) = store::list(&db, &page, &filter).await?;
     let users = users.into_iter().map(UserResponse::from).collect();
     Ok(ApiResponse::page(users, page.meta(total)))
 }
 
-/// Change a user's name, age or active flag; absent fields stay as they are.
+/// Change a user; absent fields stay as they are. Users change their own name,
+/// age and password (with `current_password`); `active` and `role` are an admin's.
 #[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users", request_body = UpdateUserRequest,
     params(("id" = i64, Path, minimum = 1, description = "User id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated user", body = DataEnvelope<UserResponse>),
         (status = 400, description = "Bad id, malformed JSON or a field breaks a rule", body = ErrorEnvelope),
-        (status = 404, description = "No live user has this id", body = ErrorEnvelope),
+        (status = 403, description = "A field only an admin may change, or a wrong current_password", body = ErrorEnvelope),
+        (status = 404, description = "No live user has this id (or it is not the caller's)", body = ErrorEnvelope),
     ))]
 async fn update_user(
     State(db): State<Database>,
+    caller: Caller,
     PathId(id): PathId,
     ApiJson(changes): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<UserResponse> {
-    let user = store::update(&db, id, &changes).await?;
+    require_self_or_admin(&caller, id)?;
+    if !caller.is_admin() {
+        check_own_changes(&db, id, &changes).await?;
+    }
+    let password_hash = match &changes.password {
+        Some(password) => Some(password.hash().await.map_err(ApiError::Internal)?),
+        None => None,
+    };
+    let user = store::update(&db, id, &changes, password_hash, caller.subject().to_owned()).await?;
     tracing::info!(user_id = id, "user updated");
     Ok(ApiResponse::ok(user.into()))
 }
 
-/// Soft-delete a user: it vanishes from every endpoint and its email is free again.
+/// What a user may change of itself: not `active` or `role`, and a new
+/// password only with the current one.
+async fn check_own_changes(
+    db: &Database,
+    id: i64,
+    changes: &UpdateUserRequest,
+) -> Result<(), ApiError> {
+    if changes.active.is_some() || changes.role.is_some() {
+        return Err(ApiError::Forbidden(
+            "only an admin may change active or role".to_owned(),
+        ));
+    }
+    if changes.password.is_none() {
+        return Ok(());
+    }
+    let Some(current) = &changes.current_password else {
+        return Err(ApiError::invalid_field(
+            "current_password",
+            "is required to change your password",
+        ));
+    };
+    let stored = store::find_password_hash(db, id).await?;
+    if current.verify(stored).await {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("current_password is wrong".to_owned()))
+    }
+}
+
+/// Soft-delete a user (itself, or any as an admin): it vanishes from every
+/// endpoint, cannot log in, and its email is free again.
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "User id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = DataEnvelope<Deleted>),
         (status = 400, description = "The id is not a positive 64-bit integer", body = ErrorEnvelope),
-        (status = 404, description = "No live user has this id", body = ErrorEnvelope),
+        (status = 404, description = "No live user has this id (or it is not the caller's)", body = ErrorEnvelope),
     ))]
-async fn delete_user(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Deleted> {
-    store::soft_delete(&db, id).await?;
+async fn delete_user(
+    State(db): State<Database>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Deleted> {
+    require_self_or_admin(&caller, id)?;
+    store::soft_delete(&db, id, caller.subject().to_owned()).await?;
     tracing::info!(user_id = id, "user deleted");
     Ok(ApiResponse::ok(Deleted {
         id,

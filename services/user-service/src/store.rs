@@ -8,15 +8,16 @@ use platform::db::{Database, SqlParam, now};
 use platform::pagination::{Filter, fetch_page};
 
 use crate::error::UserError;
-use crate::model::{Age, CreateUserRequest, UpdateUserRequest, User, UserFilter};
+use crate::model::{Age, CreateUserRequest, Email, UpdateUserRequest, User, UserFilter, UserRole};
 
 /// The partial unique index on live users' emails, as each backend names it.
 const EMAIL_INDEX: (&str, &str) = ("users_email_live_key", "users.email");
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO users (email, name, age, active, created_at, updated_at) \
-         VALUES ($1, $2, $3, TRUE, $4, $4) RETURNING {}",
+        "INSERT INTO users (email, name, age, active, created_at, updated_at, \
+         password_hash, role, created_by, updated_by) \
+         VALUES ($1, $2, $3, TRUE, $4, $4, $5, $6, $7, $7) RETURNING {}",
         User::COLUMNS
     )
 });
@@ -33,21 +34,52 @@ static FIND: LazyLock<String> = LazyLock::new(|| {
 static UPDATE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE users SET name = COALESCE($2, name), age = COALESCE($3, age), \
-         active = COALESCE($4, active), updated_at = $5 \
+         active = COALESCE($4, active), updated_at = $5, \
+         password_hash = COALESCE($6, password_hash), role = COALESCE($7, role), updated_by = $8 \
          WHERE id = $1 AND deleted_at IS NULL RETURNING {}",
         User::COLUMNS
     )
 });
 
-const SOFT_DELETE: &str = "UPDATE users SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
+const SOFT_DELETE: &str =
+    "UPDATE users SET deleted_at = $2, updated_by = $3 WHERE id = $1 AND deleted_at IS NULL";
+
+const FIND_CREDENTIALS: &str =
+    "SELECT id, role, active, password_hash FROM users WHERE email = $1 AND deleted_at IS NULL";
+
+const FIND_PASSWORD_HASH: &str =
+    "SELECT password_hash FROM users WHERE id = $1 AND deleted_at IS NULL";
+
+/// What a login needs of a live user, and nothing an answer could show.
+pub struct Credentials {
+    pub id: i64,
+    pub role: UserRole,
+    pub active: bool,
+    pub password_hash: Option<String>,
+}
 
 /// Inserts a user; the partial unique index decides duplicates, so two racing
-/// requests cannot both win.
+/// requests cannot both win. `created_by` is the caller's subject (none for
+/// self-registration).
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn insert(db: &Database, request: &CreateUserRequest) -> Result<User, UserError> {
+pub async fn insert(
+    db: &Database,
+    request: &CreateUserRequest,
+    password_hash: Option<String>,
+    created_by: Option<String>,
+) -> Result<User, UserError> {
     let email: &String = &request.email;
     let name: &String = &request.name;
-    let params: [&dyn SqlParam; 4] = [&email, &name, &request.age.as_i32(), &now()];
+    let role = request.role.unwrap_or_default().as_str().to_owned();
+    let params: [&dyn SqlParam; 7] = [
+        &email,
+        &name,
+        &request.age.as_i32(),
+        &now(),
+        &password_hash,
+        &role,
+        &created_by,
+    ];
     let row = db
         .query_one(&INSERT, &params)
         .await
@@ -65,6 +97,30 @@ pub async fn insert(db: &Database, request: &CreateUserRequest) -> Result<User, 
 pub async fn find(db: &Database, id: i64) -> Result<User, UserError> {
     match db.query_opt(&FIND, &[&id]).await? {
         Some(row) => Ok(User::from_row(&row)?),
+        None => Err(UserError::NotFound(id)),
+    }
+}
+
+/// The login record of the live user with this (lower-cased) email.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn find_credentials(db: &Database, email: &Email) -> Result<Option<Credentials>, UserError> {
+    let email: &String = email;
+    let Some(row) = db.query_opt(FIND_CREDENTIALS, &[&email]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Credentials {
+        id: row.get("id")?,
+        role: UserRole::from_column(&row.get::<String>("role")?)?,
+        active: row.get("active")?,
+        password_hash: row.get("password_hash")?,
+    }))
+}
+
+/// The password hash of a live user (`None` inside when it has none).
+#[tracing::instrument(level = "debug", skip(db))]
+pub async fn find_password_hash(db: &Database, id: i64) -> Result<Option<String>, UserError> {
+    match db.query_opt(FIND_PASSWORD_HASH, &[&id]).await? {
+        Some(row) => Ok(row.get("password_hash")?),
         None => Err(UserError::NotFound(id)),
     }
 }
@@ -114,11 +170,14 @@ fn like_pattern(term: &str) -> String {
 }
 
 /// Applies the given changes in one statement and returns the updated user.
-#[tracing::instrument(level = "debug", skip(db, changes))]
+/// The password arrives hashed; `updated_by` is the caller's subject.
+#[tracing::instrument(level = "debug", skip(db, changes, password_hash))]
 pub async fn update(
     db: &Database,
     id: i64,
     changes: &UpdateUserRequest,
+    password_hash: Option<String>,
+    updated_by: String,
 ) -> Result<User, UserError> {
     if changes.is_empty() {
         return find(db, id).await;
@@ -128,7 +187,17 @@ pub async fn update(
         .clone()
         .map(platform::validation::Text::into_inner);
     let age = changes.age.map(Age::as_i32);
-    let params: [&dyn SqlParam; 5] = [&id, &name, &age, &changes.active, &now()];
+    let role = changes.role.map(|r| r.as_str().to_owned());
+    let params: [&dyn SqlParam; 8] = [
+        &id,
+        &name,
+        &age,
+        &changes.active,
+        &now(),
+        &password_hash,
+        &role,
+        &updated_by,
+    ];
     match db.query_opt(&UPDATE, &params).await? {
         Some(row) => Ok(User::from_row(&row)?),
         None => Err(UserError::NotFound(id)),
@@ -137,8 +206,8 @@ pub async fn update(
 
 /// Marks the user deleted; a second delete finds nothing.
 #[tracing::instrument(level = "debug", skip(db))]
-pub async fn soft_delete(db: &Database, id: i64) -> Result<(), UserError> {
-    match db.execute(SOFT_DELETE, &[&id, &now()]).await? {
+pub async fn soft_delete(db: &Database, id: i64, deleted_by: String) -> Result<(), UserError> {
+    match db.execute(SOFT_DELETE, &[&id, &now(), &deleted_by]).await? {
         0 => Err(UserError::NotFound(id)),
         _ => Ok(()),
     }
@@ -157,9 +226,10 @@ mod tests {
             "USER_SERVICE_DATABASE_MAX_CONNECTIONS" => Some("1".to_owned()),
             _ => None,
         };
-        let config = <crate::config::Config as platform::cli::ServiceConfig>::from_lookup(&lookup)
-            .expect("config");
-        platform::db::connect_and_migrate(&config.database, crate::MIGRATIONS)
+        let env = platform::config::Env::new("USER_SERVICE", &lookup);
+        let settings = platform::db::DatabaseSettings::from_env(&env, "userdb", "user-service")
+            .expect("database settings");
+        platform::db::connect_and_migrate(&settings, crate::MIGRATIONS)
             .await
             .expect("migrated database")
     }
@@ -172,7 +242,7 @@ mod tests {
         let database = TestDatabase::create(backend).await;
         let db = migrated(&database.url).await;
         let request: CreateUserRequest = platform::body::parse_json(body.as_bytes()).unwrap();
-        let user = insert(&db, &request).await.unwrap();
+        let user = insert(&db, &request, None, Some("tests".to_owned())).await.unwrap();
         (database, db, user)
     }
 
@@ -183,9 +253,11 @@ mod tests {
             let row = db.query_one("SELECT * FROM users WHERE id = $1", &[&user.id]).await.unwrap();
             let mut table = row.column_names();
             table.sort();
-            let mut listed: Vec<&str> = User::COLUMNS.split(", ").collect();
+            let mut listed: Vec<&str> = User::COLUMNS.split(", ").map(str::trim).collect();
+            // Only the login reads the hash (find_credentials).
+            listed.push("password_hash");
             listed.sort_unstable();
-            assert_eq!(table, listed, "User::COLUMNS names every column of users");
+            assert_eq!(table, listed, "User::COLUMNS names every column of users but the hash");
             assert_eq!(find(&db, user.id).await.unwrap(), user, "from_row reads back what was stored");
             assert_eq!((user.email.as_str(), user.age), ("cols@example.com", 42));
             db.close().await;

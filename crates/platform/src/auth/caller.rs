@@ -13,7 +13,10 @@ use super::verifier::Verifier;
 use crate::error::ApiError;
 
 /// The roles this system gives rights to; others in a token are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
     Admin,

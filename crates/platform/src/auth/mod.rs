@@ -34,6 +34,16 @@ pub struct Claims {
     pub jti: String,
 }
 
+/// Registers `{service}_auth_failures_total{reason}`, every reason at 0.
+pub fn failure_counter(metrics: &crate::metrics::Metrics, service: &str) -> prometheus::IntCounterVec {
+    metrics.labelled_counter(
+        &format!("{}_auth_failures_total", service.replace('-', "_")),
+        "Requests refused for a missing or invalid bearer token, by reason",
+        "reason",
+        &FAILURE_REASONS,
+    )
+}
+
 /// Seconds since the Unix epoch, the unit of `iat`, `nbf` and `exp`.
 pub fn unix_now() -> u64 {
     verifier::unix_now()

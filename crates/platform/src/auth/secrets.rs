@@ -21,6 +21,29 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A secret sent by a client (the token endpoint's `client_secret`).
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self)
+    }
+}
+
+impl utoipa::PartialSchema for Secret {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Password,
+            )))
+            .min_length(Some(1))
+            .max_length(Some(512))
+            .write_only(true)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Secret {}
+
 impl Secret {
     /// 32 random bytes, base64url: 43 characters.
     ///

@@ -91,11 +91,11 @@ pub struct TestClient {
 /// A client whose connections come from `local` (any 127.x address works on
 /// Linux), so tests can act as different client IPs.
 pub fn client_from(local: IpAddr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(local)
-        .no_proxy()
-        .build()
-        .expect("client")
+    client_builder(local).build().expect("client")
+}
+
+fn client_builder(local: IpAddr) -> reqwest::ClientBuilder {
+    reqwest::Client::builder().local_address(local).no_proxy()
 }
 
 impl TestClient {
@@ -104,6 +104,50 @@ impl TestClient {
             address,
             http: client_from(IpAddr::from([127, 0, 0, 1])),
         }
+    }
+
+    /// A client for the same service that sends `Authorization: Bearer <token>`
+    /// on every request (also those built from its `http`).
+    ///
+    /// # Panics
+    /// When the token is not a valid header value.
+    pub fn with_token(&self, token: &str) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("token header"),
+        );
+        Self {
+            address: self.address,
+            http: client_builder(IpAddr::from([127, 0, 0, 1]))
+                .default_headers(headers)
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// A client for the same service without any token.
+    pub fn anonymous(&self) -> Self {
+        Self::new(self.address)
+    }
+
+    /// A token from the service's `/api/v1/auth/token` for this client.
+    ///
+    /// # Panics
+    /// When the service does not answer 200 with a token.
+    pub async fn client_token(&self, client_id: &str, secret: &str) -> String {
+        let response = self
+            .anonymous()
+            .post_json(
+                "/api/v1/auth/token",
+                &serde_json::json!({"client_id": client_id, "client_secret": secret}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "token: {}", response.body);
+        response.body["data"]["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -133,16 +133,17 @@ async fn spawn_app_with_url(url: &str) -> crate::helpers::TestApp {
         )],
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let app = user_service::Application::build(config, shutdown.clone())
+    let app = user_service::Application::build(config.clone(), shutdown.clone())
         .await
         .expect("application starts");
-    crate::helpers::start(app, shutdown, TestDatabase::external(url))
+    crate::helpers::start(app, shutdown, TestDatabase::external(url), config).await
 }
 
 /// Opens a connection and sends a POST whose body is only half written, so the
 /// request is in the server's hands (headers read, handler waiting for the body).
 async fn half_sent_post(client: &TestClient, email: &str) -> (TcpStream, Vec<u8>) {
-    let body = json!({"email": email, "name": "Slow Sender", "age": 40}).to_string();
+    // Anonymous self-registration: the raw request carries no token.
+    let body = json!({"email": email, "name": "Slow Sender", "age": 40, "password": "slow-sender-pw"}).to_string();
     let mut stream = TcpStream::connect(client.address).await.expect("connect");
     let head = format!(
         "POST /api/v1/users HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -184,6 +185,7 @@ backend_tests! {
             client.http.get(client.url("/health/ready")).send().await.is_ok_and(|r| r.status().is_success())
         }).await;
         assert!(ready.is_some(), "the binary never became ready");
+        let client = service.admin_client().await;
 
         // Two requests surely in the server's hands (the in-flight gauge counts them
         // and the /metrics call itself), waiting for the rest of their bodies.

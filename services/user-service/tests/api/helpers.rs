@@ -3,6 +3,7 @@
 use platform::cli::ServiceConfig;
 use std::collections::HashMap;
 use std::ops::Deref;
+use std::sync::LazyLock;
 
 use platform::db::Database;
 use reqwest::StatusCode;
@@ -13,11 +14,16 @@ use user_service::config::Config;
 
 pub use platform::testing::{Backend, TestClient, TestDatabase, client_from};
 
-/// A running service, a client for it, and its database.
+/// A running service, a client for it (with an admin token), and its database.
 pub struct TestApp {
+    /// Sends the operator's admin token on every request.
     pub client: TestClient,
+    /// That token, for requests built by hand.
+    pub admin_token: String,
     pub db: Database,
     pub shutdown: CancellationToken,
+    /// The settings the service runs with (its client secrets, for tests that need them).
+    pub config: Config,
     /// Kept so the database outlives the app; dropped (and removed) after it.
     _database: TestDatabase,
 }
@@ -47,6 +53,7 @@ pub fn config_with(database_url: &str, overrides: &[(&str, &str)]) -> Config {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain(TEST_SECRETS.iter().cloned())
     .collect();
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), (*v).to_owned());
@@ -54,35 +61,100 @@ pub fn config_with(database_url: &str, overrides: &[(&str, &str)]) -> Config {
     Config::from_lookup(&move |name: &str| vars.get(name).cloned()).expect("test config")
 }
 
+/// A signing key and client secrets for this test process, set as a PostgreSQL
+/// deployment sets them (tests of key handling pass their own).
+static TEST_SECRETS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("user-service-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("secrets dir");
+    platform::testing::auth_variables(&dir)
+});
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, &[]).await
 }
 
-/// Spawns the service with extra `USER_SERVICE_*` variables.
+/// Spawns the service with extra `USER_SERVICE_*` / `AUTH_*` variables.
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let config = config_with(&database.url, overrides);
     let shutdown = CancellationToken::new();
-    let app = Application::build(config, shutdown.clone())
+    let app = Application::build(config.clone(), shutdown.clone())
         .await
         .expect("application starts");
-    start(app, shutdown, database)
+    start(app, shutdown, database, config).await
 }
 
-/// Runs an already built application in the background.
-pub fn start(app: Application, shutdown: CancellationToken, database: TestDatabase) -> TestApp {
-    let client = TestClient::new(app.address());
+/// Runs an already built application in the background; its client carries
+/// an admin token of the operator client, signed with the service's key (as
+/// the token endpoint would, without spending a rate-limit token on it).
+pub async fn start(
+    app: Application,
+    shutdown: CancellationToken,
+    database: TestDatabase,
+    config: Config,
+) -> TestApp {
+    let anonymous = TestClient::new(app.address());
     let db = app.db().clone();
     tokio::spawn(app.run_until_stopped());
+    let token = user_service::auth::issuer::TokenIssuer::new(&config.auth)
+        .issue(&config.auth.operator.id, &[platform::auth::Role::Admin])
+        .expect("admin token")
+        .access_token;
     TestApp {
-        client,
+        client: anonymous.with_token(&token),
+        admin_token: token,
         db,
         shutdown,
+        config,
         _database: database,
     }
 }
 
 impl TestApp {
+    /// A token for a client of this service, with `roles` (all of the client's when empty).
+    pub async fn token_for(&self, client_id: &str, secret: &str, roles: &[&str]) -> String {
+        let mut body = json!({"client_id": client_id, "client_secret": secret});
+        if !roles.is_empty() {
+            body["roles"] = json!(roles);
+        }
+        let response = self.anonymous().post_json("/api/v1/auth/token", &body).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        response.body["data"]["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A client with the service client's token (role `service`).
+    pub async fn as_service(&self) -> TestClient {
+        let service = &self.config.auth.service;
+        let token = self.token_for(&service.id, service.secret.expose(), &[]).await;
+        self.client.with_token(&token)
+    }
+
+    /// Registers a user with a password (no token), logs in, and returns the
+    /// user's `data` and a client carrying its token.
+    pub async fn user_session(&self, email: &str, password: &str) -> (Value, TestClient) {
+        let anonymous = self.anonymous();
+        let registered = anonymous
+            .post_json(
+                "/api/v1/users",
+                &json!({"email": email, "name": "Session User", "age": 30, "password": password}),
+            )
+            .await;
+        assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+        let token = self.login(email, password).await;
+        (registered.body["data"].clone(), self.client.with_token(&token))
+    }
+
+    /// Logs in and returns the token, asserting 200.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .anonymous()
+            .post_json("/api/v1/auth/login", &json!({"email": email, "password": password}))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        response.body["data"]["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// Creates a user and returns its `data`, asserting 201.
     pub async fn create_user(&self, email: &str, name: &str, age: i64) -> Value {
         let response = self
@@ -122,6 +194,7 @@ impl ServiceProcess {
                 ("USER_SERVICE_LOG_LEVEL", "info"),
                 ("USER_SERVICE_DATABASE_URL", database_url),
             ])
+            .envs(TEST_SECRETS.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(overrides.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped());
@@ -133,6 +206,17 @@ impl ServiceProcess {
             child,
             _dir: dir,
         }
+    }
+
+    /// A client for the process that carries the operator's admin token.
+    pub async fn admin_client(&self) -> TestClient {
+        let secret = TEST_SECRETS
+            .iter()
+            .find(|(k, _)| k == "AUTH_CLIENT_SECRET")
+            .map(|(_, v)| v.as_str())
+            .expect("operator secret");
+        let token = self.client.client_token("operator", secret).await;
+        self.client.with_token(&token)
     }
 
     /// Sends SIGTERM, as an orchestrator stopping the pod would.

@@ -136,7 +136,13 @@ async fn rate_limiter_admits_exactly_the_burst_per_ip_and_never_limits_health() 
     assert!(retry_after.unwrap() >= 1);
 
     let other_client = client_from(IpAddr::from([127, 0, 0, 2]));
-    let other = app.send(other_client.get(app.url("/api/v1/users"))).await;
+    let other = app
+        .send(
+            other_client
+                .get(app.url("/api/v1/users"))
+                .bearer_auth(&app.admin_token),
+        )
+        .await;
     assert_eq!(
         other.status,
         StatusCode::OK,
@@ -268,12 +274,14 @@ async fn unreachable_postgres_answers_503_and_unhealthy() {
     let db = platform::db::connect_lazy(&config.database);
     let shutdown = CancellationToken::new();
     let app = start(
-        Application::with_database(config, db, shutdown.clone())
+        Application::with_database(config.clone(), db, shutdown.clone())
             .await
             .unwrap(),
         shutdown,
         database,
-    );
+        config,
+    )
+    .await;
     let started = std::time::Instant::now();
     app.get("/api/v1/users/1")
         .await

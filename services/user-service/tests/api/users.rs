@@ -47,7 +47,9 @@ backend_tests! {
             (json!({"email": "a@example.com", "name": 42, "age": 30}), "name"),
             (json!({"email": "a@example.com", "name": "John"}), "age"),
             (json!({"name": "John", "age": 30}), "email"),
-            (json!({"email": "a@example.com", "name": "John", "age": 30, "role": "admin"}), "role"),
+            (json!({"email": "a@example.com", "name": "John", "age": 30, "nickname": "Jo"}), "nickname"),
+            (json!({"email": "a@example.com", "name": "John", "age": 30, "role": "root"}), "role"),
+            (json!({"email": "a@example.com", "name": "John", "age": 30, "password": "short"}), "password"),
             (json!([1, 2, 3]), "body"),
         ];
         for (body, field) in cases {
