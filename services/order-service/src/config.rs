@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use platform::auth::{
+    ClientCredentials, JwksSettings, VerifierSettings, client_credentials, embedded_secrets,
+};
 use platform::cli::ServiceConfig;
 use platform::config::{ConfigError, Env, HttpSettings, Lookup};
 use platform::db::DatabaseSettings;
@@ -22,7 +25,7 @@ pub struct BreakerSettings {
 
 /// The background re-verification of orders created while user-service was away.
 #[derive(Debug, Clone)]
-pub struct VerifierSettings {
+pub struct OrderVerifierSettings {
     /// Lookups in flight at once.
     pub workers: usize,
     /// Pause between sweeps.
@@ -39,7 +42,18 @@ pub struct Config {
     pub user_service_url: String,
     pub user_service_timeout: Duration,
     pub breaker: BreakerSettings,
+    pub verifier: OrderVerifierSettings,
+    pub auth: AuthSettings,
+}
+
+/// How order-service checks tokens and proves itself to user-service.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
     pub verifier: VerifierSettings,
+    /// `AUTH_JWKS_URL`, by default user-service's `/.well-known/jwks.json`.
+    pub jwks: JwksSettings,
+    /// `AUTH_SERVICE_CLIENT_ID` / `AUTH_SERVICE_CLIENT_SECRET`: our client at user-service.
+    pub service: ClientCredentials,
 }
 
 impl ServiceConfig for Config {
@@ -62,7 +76,7 @@ impl ServiceConfig for Config {
         if breaker.max_requests == 0 {
             return Err(breaker_env.invalid("MAX_REQUESTS", "0", "must be at least 1"));
         }
-        let verifier = VerifierSettings {
+        let verifier = OrderVerifierSettings {
             workers: env.parse_or("VERIFY_WORKERS", 4)?,
             interval: env.fractional_seconds_or("VERIFY_INTERVAL", 5.0)?,
             batch_size: env.parse_or("VERIFY_BATCH_SIZE", 100)?,
@@ -70,13 +84,34 @@ impl ServiceConfig for Config {
         if verifier.workers == 0 {
             return Err(env.invalid("VERIFY_WORKERS", "0", "must be at least 1"));
         }
+        let database = DatabaseSettings::from_env(&env, "orderdb", SERVICE_NAME)?;
+        let user_service_url = user_service_url(&env)?;
+        let shared = Env::new("", lookup);
+        let auth = AuthSettings {
+            verifier: VerifierSettings::from_env(&shared)?,
+            jwks: JwksSettings::from_env(
+                &shared,
+                format!(
+                    "{}/.well-known/jwks.json",
+                    user_service_url.trim_end_matches('/')
+                ),
+            )?,
+            service: client_credentials(
+                &shared,
+                "AUTH_SERVICE_CLIENT_ID",
+                "order-service",
+                "AUTH_SERVICE_CLIENT_SECRET",
+                embedded_secrets(&database).as_ref(),
+            )?,
+        };
         Ok(Self {
             http: HttpSettings::from_env(&env, SERVICE_NAME, 8082)?,
-            database: DatabaseSettings::from_env(&env, "orderdb", SERVICE_NAME)?,
-            user_service_url: user_service_url(&env)?,
+            database,
+            user_service_url,
             user_service_timeout: env.millis_or("USER_SERVICE_TIMEOUT_MS", 2000)?,
             breaker,
             verifier,
+            auth,
         })
     }
 }
@@ -101,8 +136,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
+        // A configured secret, so no file is generated beside a default SQLite path.
+        let map: HashMap<String, String> = [("AUTH_SERVICE_CLIENT_SECRET", "k3JfP9zQx2LmW8vR4tYb")]
             .iter()
+            .chain(pairs)
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::from_lookup(&move |name: &str| map.get(name).cloned())
@@ -117,6 +154,18 @@ mod tests {
         assert_eq!(config.breaker.interval, Duration::from_secs(60));
         assert_eq!(config.breaker.timeout, Duration::from_secs(30));
         assert_eq!(config.user_service_timeout, Duration::from_secs(2));
+        assert_eq!(config.auth.jwks.url, "http://localhost:8081/.well-known/jwks.json");
+        assert_eq!(config.auth.service.id, "order-service");
+    }
+
+    #[test]
+    fn on_postgres_the_service_secret_is_required_and_never_a_placeholder() {
+        let url = ("ORDER_SERVICE_DATABASE_URL", "postgres://u@127.0.0.1/orders");
+        let missing = Config::from_lookup(&|name: &str| (name == url.0).then(|| url.1.to_owned()))
+            .unwrap_err();
+        assert_eq!(missing.variable, "AUTH_SERVICE_CLIENT_SECRET");
+        let placeholder = config(&[url, ("AUTH_SERVICE_CLIENT_SECRET", "change-me-change-me")]).unwrap_err();
+        assert_eq!(placeholder.variable, "AUTH_SERVICE_CLIENT_SECRET");
     }
 
     #[test]

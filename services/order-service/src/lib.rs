@@ -8,6 +8,7 @@ pub mod error;
 pub mod model;
 pub mod routes;
 pub mod service;
+pub mod service_token;
 pub mod store;
 pub mod user_client;
 pub mod verify;
@@ -19,9 +20,11 @@ use serde_json::json;
 use breaker::state_name;
 use config::Config;
 use platform::app::{Composition, Service};
+use platform::auth::{Verifier as TokenVerifier, failure_counter};
 use platform::db::{Database, Migrations};
 use platform::server::Platform;
 use routes::AppState;
+use service_token::ServiceToken;
 use user_client::UserClient;
 use verify::Verifier;
 
@@ -50,12 +53,25 @@ impl Service for OrderService {
     }
 
     fn compose(config: Config, db: Database, platform: &Platform) -> Composition {
+        let token = Arc::new(ServiceToken::new(
+            &config.user_service_url,
+            config.auth.service.clone(),
+        ));
         let users = UserClient::new(
             &config.user_service_url,
             config.user_service_timeout,
             &config.breaker,
+            Arc::clone(&token),
             &platform.metrics,
         );
+        let tokens = Arc::new(TokenVerifier::with_jwks(
+            config.auth.verifier.clone(),
+            config.auth.jwks.url.clone(),
+            user_client::http_client(config.user_service_timeout),
+            failure_counter(&platform.metrics, Self::NAME),
+        ));
+        let jwks_refresh = config.auth.jwks.refresh_interval;
+        let refresher = Arc::clone(&tokens);
         let verifier = Verifier::new(
             db.clone(),
             users.clone(),
@@ -63,14 +79,20 @@ impl Service for OrderService {
             &platform.metrics,
         );
         let breaker = users.clone();
-        tracing::info!(user_service = %config.user_service_url, "order-service configured");
+        tracing::info!(user_service = %config.user_service_url, jwks = %config.auth.jwks.url, "order-service configured");
         Composition {
-            api: routes::router(AppState { db, users }),
+            api: routes::router(AppState { db, users }).layer(tokens.layer()),
             // Informational only: order-service stays healthy while user-service is down.
-            health_info: Some(Arc::new(
-                move || json!({ "user_service_circuit": state_name(breaker.state()) }),
-            )),
-            background: vec![Box::new(move |shutdown| verifier.spawn(shutdown))],
+            health_info: Some(Arc::new(move || {
+                json!({
+                    "user_service_circuit": state_name(breaker.state()),
+                    "user_service_credentials": token.status(),
+                })
+            })),
+            background: vec![
+                Box::new(move |shutdown| verifier.spawn(shutdown)),
+                Box::new(move |shutdown| refresher.spawn_refresh(jwks_refresh, shutdown)),
+            ],
         }
     }
 }

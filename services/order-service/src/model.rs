@@ -40,12 +40,14 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
+    pub updated_by: Option<String>,
 }
 
 impl Order {
     /// The columns [`Order::from_row`] reads, for `SELECT` and `RETURNING`.
     pub const COLUMNS: &str = "id, user_id, product_id, quantity, total_price_cents, status, \
-        user_verified, status_reason, created_at, updated_at, deleted_at";
+        user_verified, status_reason, created_at, updated_at, deleted_at, created_by, updated_by";
 
     /// # Errors
     /// When a column is missing, of another type, or the status is not one of
@@ -66,6 +68,8 @@ impl Order {
             created_at: row.get("created_at")?,
             updated_at: row.get("updated_at")?,
             deleted_at: row.get("deleted_at")?,
+            created_by: row.get("created_by")?,
+            updated_by: row.get("updated_by")?,
         })
     }
 }
@@ -217,8 +221,10 @@ impl Serialize for Money {
 pub struct CreateOrderRequest {
     // The rules and their schemas are the field types'. The user must be an
     // existing, active user of user-service.
+    /// The buyer; a user may omit it (it is then the caller) and may name only
+    /// itself; an admin must name one.
     #[schema(inline)]
-    pub user_id: UserId,
+    pub user_id: Option<UserId>,
     #[schema(inline)]
     pub product_id: ProductId,
     #[schema(inline)]
@@ -246,6 +252,10 @@ pub struct OrderResponse {
     pub status_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Who created the order (a token's subject).
+    pub created_by: Option<String>,
+    /// Who changed it last (a token's subject).
+    pub updated_by: Option<String>,
 }
 
 impl From<Order> for OrderResponse {
@@ -261,6 +271,8 @@ impl From<Order> for OrderResponse {
             status_reason: order.status_reason,
             created_at: order.created_at,
             updated_at: order.updated_at,
+            created_by: order.created_by,
+            updated_by: order.updated_by,
         }
     }
 }

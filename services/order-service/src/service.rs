@@ -18,18 +18,19 @@ pub async fn place_order(
     db: &Database,
     users: &UserClient,
     request: &CreateOrderRequest,
+    user_id: i64,
+    created_by: &str,
     request_id: Option<String>,
 ) -> Result<(Order, Option<RemoteUser>), OrderError> {
-    let user_id = request.user_id.get();
     match users.get_user(user_id, request_id).await {
         Ok(UserLookup::Found(user)) if user.active => {
-            let order = store::insert(db, request, true).await?;
+            let order = store::insert(db, request, user_id, true, created_by).await?;
             Ok((order, Some(user)))
         }
         Ok(UserLookup::Found(_)) => Err(OrderError::UserNotActive),
         Ok(UserLookup::NotFound) => Err(OrderError::UserNotFound),
         Err(err) => {
-            let order = store::insert(db, request, false).await?;
+            let order = store::insert(db, request, user_id, false, created_by).await?;
             tracing::warn!(order_id = order.id, user_id, error = %err,
                 "user-service unavailable; order accepted unverified");
             Ok((order, None))

@@ -13,8 +13,8 @@ use crate::model::{CreateOrderRequest, Order, OrderFilter, OrderStatus};
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO orders (user_id, product_id, quantity, total_price_cents, status, \
-         user_verified, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {}",
+         user_verified, created_at, updated_at, created_by, updated_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $8) RETURNING {}",
         Order::COLUMNS
     )
 });
@@ -29,13 +29,14 @@ static FIND: LazyLock<String> = LazyLock::new(|| {
 /// Conditional on the status the caller read, so of two racing updates one wins.
 static CHANGE_STATUS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE orders SET status = $3, updated_at = $4 \
+        "UPDATE orders SET status = $3, updated_at = $4, updated_by = $5 \
          WHERE id = $1 AND deleted_at IS NULL AND status = $2 RETURNING {}",
         Order::COLUMNS
     )
 });
 
-const SOFT_DELETE: &str = "UPDATE orders SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
+const SOFT_DELETE: &str =
+    "UPDATE orders SET deleted_at = $2, updated_by = $3 WHERE id = $1 AND deleted_at IS NULL";
 
 static UNVERIFIED: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -59,28 +60,33 @@ static REJECT: LazyLock<String> = LazyLock::new(|| {
         "UPDATE orders SET \
          status = CASE WHEN status IN ({cancellable}) THEN $4 ELSE status END, \
          status_reason = CASE WHEN status IN ({cancellable}) THEN $2 ELSE $3 END, \
-         user_verified = TRUE, updated_at = $5 \
+         user_verified = TRUE, updated_at = $5, updated_by = 'system' \
          WHERE id = $1 AND user_verified = FALSE \
          RETURNING status_reason = $2 AS cancelled"
     )
 });
 
-/// Inserts a pending order; `user_verified` records whether user-service vouched for the user.
-#[tracing::instrument(level = "debug", skip(db, request))]
+/// Inserts a pending order for `user_id`; `user_verified` records whether
+/// user-service vouched for the user, `created_by` is the caller's subject.
+#[tracing::instrument(level = "debug", skip(db, request, created_by))]
 pub async fn insert(
     db: &Database,
     request: &CreateOrderRequest,
+    user_id: i64,
     user_verified: bool,
+    created_by: &str,
 ) -> Result<Order, DbError> {
     let product_id: &String = &request.product_id;
-    let params: [&dyn SqlParam; 7] = [
-        &request.user_id.get(),
+    let created_by = created_by.to_owned();
+    let params: [&dyn SqlParam; 8] = [
+        &user_id,
         &product_id,
         &request.quantity.as_i32(),
         &request.total_price.0,
         &OrderStatus::Pending.as_str(),
         &user_verified,
         &now(),
+        &created_by,
     ];
     let row = db.query_one(&INSERT, &params).await?;
     Order::from_row(&row)
@@ -133,8 +139,13 @@ pub async fn list(
 ///
 /// The write is conditional on the status it was read with, so of two concurrent
 /// updates only one can win; the loser gets 409 naming both statuses.
-#[tracing::instrument(level = "debug", skip(db))]
-pub async fn change_status(db: &Database, id: i64, next: OrderStatus) -> Result<Order, OrderError> {
+#[tracing::instrument(level = "debug", skip(db, updated_by))]
+pub async fn change_status(
+    db: &Database,
+    id: i64,
+    next: OrderStatus,
+    updated_by: &str,
+) -> Result<Order, OrderError> {
     let current = find(db, id).await?;
     if current.status == next {
         return Ok(current);
@@ -145,7 +156,14 @@ pub async fn change_status(db: &Database, id: i64, next: OrderStatus) -> Result<
             to: next,
         });
     }
-    let params: [&dyn SqlParam; 4] = [&id, &current.status.as_str(), &next.as_str(), &now()];
+    let updated_by = updated_by.to_owned();
+    let params: [&dyn SqlParam; 5] = [
+        &id,
+        &current.status.as_str(),
+        &next.as_str(),
+        &now(),
+        &updated_by,
+    ];
     match db.query_opt(&CHANGE_STATUS, &params).await? {
         Some(row) => Ok(Order::from_row(&row)?),
         // Someone changed it between our read and write: report what it is now.
@@ -160,9 +178,9 @@ pub async fn change_status(db: &Database, id: i64, next: OrderStatus) -> Result<
 }
 
 /// Marks the order deleted; a second delete finds nothing.
-#[tracing::instrument(level = "debug", skip(db))]
-pub async fn soft_delete(db: &Database, id: i64) -> Result<(), OrderError> {
-    match db.execute(SOFT_DELETE, &[&id, &now()]).await? {
+#[tracing::instrument(level = "debug", skip(db, deleted_by))]
+pub async fn soft_delete(db: &Database, id: i64, deleted_by: &str) -> Result<(), OrderError> {
+    match db.execute(SOFT_DELETE, &[&id, &now(), &deleted_by.to_owned()]).await? {
         0 => Err(OrderError::NotFound(id)),
         _ => Ok(()),
     }
@@ -229,9 +247,10 @@ mod tests {
 
     async fn migrated(url: &str) -> Database {
         let lookup = |name: &str| (name == "ORDER_SERVICE_DATABASE_URL").then(|| url.to_owned());
-        let config = <crate::config::Config as platform::cli::ServiceConfig>::from_lookup(&lookup)
-            .expect("config");
-        platform::db::connect_and_migrate(&config.database, crate::MIGRATIONS)
+        let env = platform::config::Env::new("ORDER_SERVICE", &lookup);
+        let settings = platform::db::DatabaseSettings::from_env(&env, "orderdb", "order-service")
+            .expect("database settings");
+        platform::db::connect_and_migrate(&settings, crate::MIGRATIONS)
             .await
             .expect("migrated database")
     }
@@ -254,7 +273,7 @@ mod tests {
         async fn the_column_list_is_the_table_and_from_row_reads_it_back(backend) {
             let body = r#"{"user_id":7,"product_id":"P-1","quantity":3,"total_price":12.34}"#;
             let (_database, db, request) = database_and(backend, body).await;
-            let order = insert(&db, &request, false).await.unwrap();
+            let order = insert(&db, &request, 7, false, "tests").await.unwrap();
             let row = db.query_one("SELECT * FROM orders WHERE id = $1", &[&order.id]).await.unwrap();
             let mut table = row.column_names();
             table.sort();
@@ -269,8 +288,8 @@ mod tests {
         async fn a_rejected_batch_is_written_in_one_transaction(backend) {
             let body = r#"{"user_id":7,"product_id":"P-1","quantity":1,"total_price":1}"#;
             let (_database, db, request) = database_and(backend, body).await;
-            let first = insert(&db, &request, false).await.unwrap();
-            let second = insert(&db, &request, false).await.unwrap();
+            let first = insert(&db, &request, 7, false, "7").await.unwrap();
+            let second = insert(&db, &request, 7, false, "7").await.unwrap();
             let cancelled = reject_unverified(&db, &[first.id, second.id], "user not found").await.unwrap();
             assert_eq!(cancelled, 2);
             for id in [first.id, second.id] {

@@ -28,6 +28,7 @@ use tower_resilience_circuitbreaker::{
 };
 
 use crate::breaker::breaker_layer;
+use crate::service_token::ServiceToken;
 use crate::config::BreakerSettings;
 use platform::metrics::Metrics;
 
@@ -59,6 +60,8 @@ pub enum UserServiceError {
     Status(u16),
     #[error("user-service answer unreadable: {0}")]
     Decode(String),
+    #[error("user-service refused our service credentials")]
+    CredentialsRejected,
     #[error("circuit to user-service is open")]
     CircuitOpen,
 }
@@ -76,31 +79,56 @@ pub struct HttpUserLookup {
     http: reqwest::Client,
     base_url: Arc<str>,
     timeout: Duration,
+    token: Arc<ServiceToken>,
+}
+
+/// The HTTP client for user-service: pooled, with the per-call timeout.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .no_proxy()
+        .build()
+        .expect("the HTTP client builds with static settings")
 }
 
 impl HttpUserLookup {
-    pub fn new(base_url: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .no_proxy()
-            .build()
-            .expect("the HTTP client builds with static settings");
+    pub fn new(base_url: &str, timeout: Duration, token: Arc<ServiceToken>) -> Self {
         Self {
-            http,
+            http: http_client(timeout),
             base_url: base_url.trim_end_matches('/').into(),
             timeout,
+            token,
         }
     }
 
+    /// One lookup with the service token; a 401 means the token went stale
+    /// (user-service rotated its key, or restarted with a new one), so it is
+    /// fetched again and the call retried once.
     async fn lookup(self, request: LookupRequest) -> Result<UserLookup, UserServiceError> {
+        let token = self.token.get(&self.http).await?;
+        match self.lookup_with(&request, &token).await {
+            Err(UserServiceError::Status(401)) => {
+                self.token.forget(&token).await;
+                let fresh = self.token.get(&self.http).await?;
+                self.lookup_with(&request, &fresh).await
+            }
+            other => other,
+        }
+    }
+
+    async fn lookup_with(
+        &self,
+        request: &LookupRequest,
+        token: &str,
+    ) -> Result<UserLookup, UserServiceError> {
         #[derive(Deserialize)]
         struct Envelope {
             data: RemoteUser,
         }
         let url = format!("{}/api/v1/users/{}", self.base_url, request.user_id);
-        let mut call = self.http.get(url);
+        let mut call = self.http.get(url).bearer_auth(token);
         if let Some(id) = &request.request_id {
             call = call.header("x-request-id", id);
         }
@@ -164,6 +192,7 @@ impl UserClient {
         base_url: &str,
         timeout: Duration,
         breaker: &BreakerSettings,
+        token: Arc<ServiceToken>,
         metrics: &Metrics,
     ) -> Self {
         let state = IntGaugeVec::new(
@@ -185,7 +214,7 @@ impl UserClient {
         gauge.set(0);
         let layer = breaker_layer(breaker, gauge);
         Self {
-            breaker: layer.layer_fn(HttpUserLookup::new(base_url, timeout).into_service()),
+            breaker: layer.layer_fn(HttpUserLookup::new(base_url, timeout, token).into_service()),
             calls,
         }
     }

@@ -15,7 +15,7 @@ use platform::db::{Database, DbError};
 use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::VerifierSettings;
+use crate::config::OrderVerifierSettings;
 use crate::store;
 use crate::user_client::{UserClient, UserLookup};
 use platform::metrics::Metrics;
@@ -25,7 +25,7 @@ use platform::metrics::Metrics;
 pub struct Verifier {
     db: Database,
     users: UserClient,
-    settings: VerifierSettings,
+    settings: OrderVerifierSettings,
     results: IntCounterVec,
 }
 
@@ -42,7 +42,7 @@ impl Verifier {
     pub fn new(
         db: Database,
         users: UserClient,
-        settings: VerifierSettings,
+        settings: OrderVerifierSettings,
         metrics: &Metrics,
     ) -> Self {
         let results = metrics.labelled_counter(

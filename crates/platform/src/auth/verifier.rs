@@ -128,7 +128,7 @@ impl Verifier {
             .ok_or(("malformed", "the header has no kid".to_owned()))?;
         let keys = match self.current_keys().find(&kid) {
             Some(_) => self.current_keys(),
-            None if self.refetch_for_unknown_kid().await => self.current_keys(),
+            None if self.refetch_for_unknown_kid(&kid).await => self.current_keys(),
             None => return Err(("unknown_key", "unknown signing key".to_owned())),
         };
         let (key, algorithm) = keys
@@ -188,17 +188,28 @@ impl Verifier {
     }
 
     /// Fetches the JWKS again unless that happened less than 30 s ago; true when
-    /// a fetch succeeded. Concurrent callers wait for the one fetch.
-    async fn refetch_for_unknown_kid(&self) -> bool {
+    /// `kid` is known afterwards. Concurrent callers wait for the one fetch.
+    async fn refetch_for_unknown_kid(&self, kid: &str) -> bool {
         let Some(jwks) = &self.jwks else {
             return false;
         };
         let mut last = jwks.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL) {
+        // Another request may have fetched it while this one waited.
+        if self.current_keys().find(kid).is_some() {
+            return true;
+        }
+        // With no key at all (the issuer was not up when we started) a token
+        // cannot verify anyway: try again sooner, still at most once a second.
+        let interval = if self.current_keys().is_empty() {
+            Duration::from_secs(1)
+        } else {
+            MIN_REFETCH_INTERVAL
+        };
+        if last.is_some_and(|at| at.elapsed() < interval) {
             return false;
         }
         *last = Some(Instant::now());
-        self.fetch(jwks).await
+        self.fetch(jwks).await && self.current_keys().find(kid).is_some()
     }
 
     /// Replaces the key set with the JWKS's; keeps the old one when the issuer
@@ -234,25 +245,28 @@ impl Verifier {
 
     /// Refreshes the JWKS every `interval` (first at once) until shutdown, so a
     /// key removed by the issuer stops working without a restart.
-    pub fn spawn_refresh(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        if self.jwks.is_none() {
-            return;
-        }
+    pub fn spawn_refresh(
+        self: &Arc<Self>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let verifier = Arc::clone(self);
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
+            if verifier.jwks.is_none() {
+                return;
+            }
+            let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(100)));
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = ticks.tick() => {
                         if let Some(jwks) = &verifier.jwks {
-                            *jwks.last_fetch.lock().await = Some(Instant::now());
                             verifier.fetch(jwks).await;
                         }
                     }
                 }
             }
-        });
+        })
     }
 }
 

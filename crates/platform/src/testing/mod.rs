@@ -3,11 +3,13 @@
 //! envelope, a throwaway PostgreSQL cluster to stop under load, a bounded load
 //! generator, and a macro that runs a test body on SQLite and on PostgreSQL.
 
+mod auth;
 mod cluster;
 mod database;
 mod http;
 mod load;
 
+pub use auth::TestAuth;
 pub use cluster::{Outage, TemporaryPostgres, database_outage_under_load, free_port};
 pub use database::{Backend, TestDatabase, admin_url, connect};
 pub use http::{
@@ -16,31 +18,6 @@ pub use http::{
 pub use load::{Answer, Load, created_ids};
 
 use serde_json::Value;
-
-/// `AUTH_*` variables as a deployment on PostgreSQL sets them: a fresh Ed25519
-/// signing key written to `dir`, and random client secrets.
-///
-/// # Panics
-/// When the key cannot be written.
-pub fn auth_variables(dir: &std::path::Path) -> Vec<(String, String)> {
-    let (_, pem) = crate::auth::SigningKey::generate().expect("signing key");
-    let key_file = dir.join("jwt-signing-key.pem");
-    std::fs::write(&key_file, pem).expect("key file written");
-    vec![
-        (
-            "AUTH_JWT_PRIVATE_KEY_FILE".to_owned(),
-            key_file.display().to_string(),
-        ),
-        (
-            "AUTH_CLIENT_SECRET".to_owned(),
-            crate::auth::Secret::generate().expose().to_owned(),
-        ),
-        (
-            "AUTH_SERVICE_CLIENT_SECRET".to_owned(),
-            crate::auth::Secret::generate().expose().to_owned(),
-        ),
-    ]
-}
 
 /// Runs each named test body once per backend, as `<name>::sqlite` and `<name>::postgres`.
 #[macro_export]

@@ -19,7 +19,16 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use platform::testing::{Backend, TestClient, TestDatabase, metric_value};
+pub use platform::testing::{Backend, TestAuth, TestClient, TestDatabase, metric_value};
+
+/// The signing key and client secrets every service in this test process uses,
+/// and tokens minted with that key (as user-service would issue them).
+pub static TEST_AUTH: std::sync::LazyLock<TestAuth> = std::sync::LazyLock::new(|| {
+    TestAuth::new(
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("order-service-auth-{}", std::process::id())),
+    )
+});
 
 /// Short breaker timings so tests see open, half-open and closed within a second.
 const FAST_BREAKER: [(&str, &str); 4] = [
@@ -60,12 +69,13 @@ impl UserService {
         tokio::sync::oneshot::Receiver<()>,
     ) {
         let port = port.to_string();
-        let vars: HashMap<&str, &str> = HashMap::from([
+        let mut vars: HashMap<&str, &str> = HashMap::from([
             ("USER_SERVICE_HOST", "127.0.0.1"),
             ("USER_SERVICE_PORT", port.as_str()),
             ("USER_SERVICE_RATE_LIMIT", "0"),
             ("USER_SERVICE_DATABASE_URL", url),
         ]);
+        vars.extend(TEST_AUTH.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let config = user_service::config::Config::from_lookup(&|name: &str| {
             vars.get(name).map(|v| (*v).to_owned())
         })
@@ -74,7 +84,7 @@ impl UserService {
         let app = user_service::Application::build(config, shutdown.clone())
             .await
             .expect("user-service starts");
-        let client = TestClient::new(app.address());
+        let client = TestClient::new(app.address()).with_token(&TEST_AUTH.admin_token());
         let (done, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let _ = app.run_until_stopped().await;
@@ -183,6 +193,10 @@ impl OrderService {
             ("ORDER_SERVICE_RATE_LIMIT", "0"),
             ("ORDER_SERVICE_DATABASE_URL", database.url.as_str()),
             ("ORDER_SERVICE_USER_SERVICE_URL", user_service_url),
+            (
+                "AUTH_SERVICE_CLIENT_SECRET",
+                TEST_AUTH.var("AUTH_SERVICE_CLIENT_SECRET"),
+            ),
         ]
         .into_iter()
         .chain(FAST_BREAKER)
@@ -213,7 +227,7 @@ impl OrderService {
         let app = order_service::Application::build(config, shutdown.clone())
             .await
             .expect("order-service starts");
-        let client = TestClient::new(app.address());
+        let client = TestClient::new(app.address()).with_token(&TEST_AUTH.admin_token());
         let (done, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let _ = app.run_until_stopped().await;
@@ -317,6 +331,11 @@ impl StandIn {
         }));
         let app = Router::new()
             .route("/api/v1/users/{id}", get(answer))
+            .route("/api/v1/auth/token", axum::routing::post(service_token))
+            .route(
+                "/.well-known/jwks.json",
+                get(|| async { axum::Json(TEST_AUTH.jwks()) }),
+            )
             .with_state(Arc::clone(&state));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -331,6 +350,14 @@ impl StandIn {
     pub fn calls(&self) -> usize {
         self.state.lock().unwrap().calls
     }
+}
+
+/// The stand-in's token endpoint: a service token signed with the test key.
+async fn service_token() -> impl IntoResponse {
+    axum::Json(json!({"success": true, "data": {
+        "access_token": TEST_AUTH.service_token(), "token_type": "Bearer",
+        "expires_in": 900, "expires_at": "2099-01-01T00:00:00Z", "roles": ["service"]
+    }}))
 }
 
 async fn answer(

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use user_service::Application;
 use user_service::config::Config;
 
-pub use platform::testing::{Backend, TestClient, TestDatabase, client_from};
+pub use platform::testing::{Backend, TestAuth, TestClient, TestDatabase, client_from};
 
 /// A running service, a client for it (with an admin token), and its database.
 pub struct TestApp {
@@ -53,7 +53,7 @@ pub fn config_with(database_url: &str, overrides: &[(&str, &str)]) -> Config {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .chain(TEST_SECRETS.iter().cloned())
+    .chain(TEST_AUTH.vars.iter().cloned())
     .collect();
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), (*v).to_owned());
@@ -63,11 +63,11 @@ pub fn config_with(database_url: &str, overrides: &[(&str, &str)]) -> Config {
 
 /// A signing key and client secrets for this test process, set as a PostgreSQL
 /// deployment sets them (tests of key handling pass their own).
-static TEST_SECRETS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("user-service-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("secrets dir");
-    platform::testing::auth_variables(&dir)
+pub static TEST_AUTH: LazyLock<TestAuth> = LazyLock::new(|| {
+    TestAuth::new(
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("user-service-auth-{}", std::process::id())),
+    )
 });
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -194,7 +194,7 @@ impl ServiceProcess {
                 ("USER_SERVICE_LOG_LEVEL", "info"),
                 ("USER_SERVICE_DATABASE_URL", database_url),
             ])
-            .envs(TEST_SECRETS.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(TEST_AUTH.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(overrides.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped());
@@ -210,12 +210,10 @@ impl ServiceProcess {
 
     /// A client for the process that carries the operator's admin token.
     pub async fn admin_client(&self) -> TestClient {
-        let secret = TEST_SECRETS
-            .iter()
-            .find(|(k, _)| k == "AUTH_CLIENT_SECRET")
-            .map(|(_, v)| v.as_str())
-            .expect("operator secret");
-        let token = self.client.client_token("operator", secret).await;
+        let token = self
+            .client
+            .client_token("operator", TEST_AUTH.var("AUTH_CLIENT_SECRET"))
+            .await;
         self.client.with_token(&token)
     }
 
