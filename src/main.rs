@@ -13,7 +13,9 @@ type OrderConfig = order_service::config::Config;
 
 const USAGE: &str = "usage: microservices [--help]\n\n\
     Runs user-service and order-service together, configured by their own\n\
-    USER_SERVICE_* and ORDER_SERVICE_* variables (see .env.example).";
+    USER_SERVICE_* and ORDER_SERVICE_* variables and the shared AUTH_* ones\n\
+    (see .env.example). On the embedded default, a signing key and client\n\
+    secrets are generated under ./data/ on first start.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,6 +43,10 @@ async fn run(
     // Wire order-service to the user-service we just started, unless told otherwise.
     if std::env::var_os("ORDER_SERVICE_USER_SERVICE_URL").is_none() {
         order_config.user_service_url = format!("http://127.0.0.1:{}", users.address().port());
+        if std::env::var_os("AUTH_JWKS_URL").is_none() {
+            order_config.auth.jwks.url =
+                format!("{}/.well-known/jwks.json", order_config.user_service_url);
+        }
     }
     let orders = order_service::Application::build(order_config, shutdown.clone()).await?;
     tracing::info!(

@@ -147,17 +147,24 @@ pub fn add_bearer_security(spec: &mut OpenApi) {
         .security_schemes
         .insert("bearer".to_owned(), scheme.into());
     for item in spec.paths.paths.values_mut() {
-        for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete]
-            .into_iter()
-            .flatten()
-            .filter(|op| op.security.as_ref().is_some_and(|s| !s.is_empty()))
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|op| op.security.as_ref().is_some_and(|s| !s.is_empty()))
         {
             let challenge = HeaderBuilder::new()
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
                 .description(Some("`Bearer`, with `error=\"invalid_token\"` when a token was sent but is not valid (RFC 6750)"))
                 .build();
             let unauthorized = ResponseBuilder::new()
-                .description("No bearer token, or one that is expired, forged or not for this service")
+                .description(
+                    "No bearer token, or one that is expired, forged or not for this service",
+                )
                 .content("application/json", error_content())
                 .header("WWW-Authenticate", challenge)
                 .build();
@@ -166,7 +173,12 @@ pub fn add_bearer_security(spec: &mut OpenApi) {
                 .responses
                 .entry("401".to_owned())
                 .or_insert_with(|| unauthorized.into());
-            add_error(operation, 403, "The token is valid but does not grant this operation", false);
+            add_error(
+                operation,
+                403,
+                "The token is valid but does not grant this operation",
+                false,
+            );
         }
     }
 }

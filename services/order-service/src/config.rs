@@ -154,17 +154,24 @@ mod tests {
         assert_eq!(config.breaker.interval, Duration::from_secs(60));
         assert_eq!(config.breaker.timeout, Duration::from_secs(30));
         assert_eq!(config.user_service_timeout, Duration::from_secs(2));
-        assert_eq!(config.auth.jwks.url, "http://localhost:8081/.well-known/jwks.json");
+        assert_eq!(
+            config.auth.jwks.url,
+            "http://localhost:8081/.well-known/jwks.json"
+        );
         assert_eq!(config.auth.service.id, "order-service");
     }
 
     #[test]
     fn on_postgres_the_service_secret_is_required_and_never_a_placeholder() {
-        let url = ("ORDER_SERVICE_DATABASE_URL", "postgres://u@127.0.0.1/orders");
+        let url = (
+            "ORDER_SERVICE_DATABASE_URL",
+            "postgres://u@127.0.0.1/orders",
+        );
         let missing = Config::from_lookup(&|name: &str| (name == url.0).then(|| url.1.to_owned()))
             .unwrap_err();
         assert_eq!(missing.variable, "AUTH_SERVICE_CLIENT_SECRET");
-        let placeholder = config(&[url, ("AUTH_SERVICE_CLIENT_SECRET", "change-me-change-me")]).unwrap_err();
+        let placeholder =
+            config(&[url, ("AUTH_SERVICE_CLIENT_SECRET", "change-me-change-me")]).unwrap_err();
         assert_eq!(placeholder.variable, "AUTH_SERVICE_CLIENT_SECRET");
     }
 

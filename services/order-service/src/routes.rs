@@ -18,9 +18,9 @@ use crate::model::{
 use crate::service::{embedded_user, place_order};
 use crate::store;
 use crate::user_client::UserClient;
+use platform::auth::Role;
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
 use platform::pagination::PageQuery;
-use platform::auth::Role;
 use platform::{ApiError, ApiJson, ApiResponse, ApiResult, Caller, ListQuery, PathId, RequestId};
 
 /// The OpenAPI document, generated from the handlers and types below.
@@ -118,9 +118,15 @@ async fn create_order(
     ApiJson(request): ApiJson<CreateOrderRequest>,
 ) -> ApiResult<OrderWithUser> {
     let user_id = buyer(&caller, request.user_id)?;
-    let (order, user) =
-        place_order(&state.db, &state.users, &request, user_id, caller.subject(), request_id)
-            .await?;
+    let (order, user) = place_order(
+        &state.db,
+        &state.users,
+        &request,
+        user_id,
+        caller.subject(),
+        request_id,
+    )
+    .await?;
     tracing::info!(
         order_id = order.id,
         verified = order.user_verified,
@@ -179,7 +185,8 @@ async fn list_orders(
             }
             other => other,
         })?;
-        filter.user_id = Some(UserId::new(own).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?);
+        filter.user_id =
+            Some(UserId::new(own).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?);
     }
     let (orders, total) = store::list(&state.db, &page, &filter).await?;
     let orders = orders.into_iter().map(OrderResponse::from).collect();

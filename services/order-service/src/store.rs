@@ -180,7 +180,10 @@ pub async fn change_status(
 /// Marks the order deleted; a second delete finds nothing.
 #[tracing::instrument(level = "debug", skip(db, deleted_by))]
 pub async fn soft_delete(db: &Database, id: i64, deleted_by: &str) -> Result<(), OrderError> {
-    match db.execute(SOFT_DELETE, &[&id, &now(), &deleted_by.to_owned()]).await? {
+    match db
+        .execute(SOFT_DELETE, &[&id, &now(), &deleted_by.to_owned()])
+        .await?
+    {
         0 => Err(OrderError::NotFound(id)),
         _ => Ok(()),
     }

@@ -28,8 +28,8 @@ use tower_resilience_circuitbreaker::{
 };
 
 use crate::breaker::breaker_layer;
-use crate::service_token::ServiceToken;
 use crate::config::BreakerSettings;
+use crate::service_token::ServiceToken;
 use platform::metrics::Metrics;
 
 /// The user fields an order needs, as user-service answers them.

@@ -75,7 +75,9 @@ impl UserRole {
         match value {
             "user" => Ok(Self::User),
             "admin" => Ok(Self::Admin),
-            other => Err(DbError::Other(format!("unknown role {other:?} in users.role"))),
+            other => Err(DbError::Other(format!(
+                "unknown role {other:?} in users.role"
+            ))),
         }
     }
 

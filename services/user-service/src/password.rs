@@ -119,11 +119,22 @@ mod tests {
     async fn a_hash_verifies_its_password_only_and_is_argon2id() {
         let password = Password::parse("correct horse battery").unwrap();
         let hash = password.hash().await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
         assert!(!hash.contains("correct horse"));
         assert!(password.verify(Some(hash.clone())).await);
-        assert!(!Password::parse("wrong horse battery").unwrap().verify(Some(hash)).await);
-        assert!(!password.verify(None).await, "no stored hash never verifies");
+        assert!(
+            !Password::parse("wrong horse battery")
+                .unwrap()
+                .verify(Some(hash))
+                .await
+        );
+        assert!(
+            !password.verify(None).await,
+            "no stored hash never verifies"
+        );
         assert!(!password.verify(Some("not a hash".to_owned())).await);
     }
 

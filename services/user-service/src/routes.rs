@@ -98,7 +98,10 @@ async fn create_user(
             });
         }
         None if request.password.is_none() => {
-            return Err(ApiError::invalid_field("password", "is required to register"));
+            return Err(ApiError::invalid_field(
+                "password",
+                "is required to register",
+            ));
         }
         None if request.role.is_some_and(|role| role != UserRole::User) => {
             return Err(ApiError::Forbidden("only an admin may set role".to_owned()));
@@ -178,7 +181,14 @@ async fn update_user(
         Some(password) => Some(password.hash().await.map_err(ApiError::Internal)?),
         None => None,
     };
-    let user = store::update(&db, id, &changes, password_hash, caller.subject().to_owned()).await?;
+    let user = store::update(
+        &db,
+        id,
+        &changes,
+        password_hash,
+        caller.subject().to_owned(),
+    )
+    .await?;
     tracing::info!(user_id = id, "user updated");
     Ok(ApiResponse::ok(user.into()))
 }

@@ -103,7 +103,10 @@ pub async fn find(db: &Database, id: i64) -> Result<User, UserError> {
 
 /// The login record of the live user with this (lower-cased) email.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn find_credentials(db: &Database, email: &Email) -> Result<Option<Credentials>, UserError> {
+pub async fn find_credentials(
+    db: &Database,
+    email: &Email,
+) -> Result<Option<Credentials>, UserError> {
     let email: &String = email;
     let Some(row) = db.query_opt(FIND_CREDENTIALS, &[&email]).await? else {
         return Ok(None);
@@ -242,7 +245,9 @@ mod tests {
         let database = TestDatabase::create(backend).await;
         let db = migrated(&database.url).await;
         let request: CreateUserRequest = platform::body::parse_json(body.as_bytes()).unwrap();
-        let user = insert(&db, &request, None, Some("tests".to_owned())).await.unwrap();
+        let user = insert(&db, &request, None, Some("tests".to_owned()))
+            .await
+            .unwrap();
         (database, db, user)
     }
 

@@ -35,7 +35,10 @@ pub struct Claims {
 }
 
 /// Registers `{service}_auth_failures_total{reason}`, every reason at 0.
-pub fn failure_counter(metrics: &crate::metrics::Metrics, service: &str) -> prometheus::IntCounterVec {
+pub fn failure_counter(
+    metrics: &crate::metrics::Metrics,
+    service: &str,
+) -> prometheus::IntCounterVec {
     metrics.labelled_counter(
         &format!("{}_auth_failures_total", service.replace('-', "_")),
         "Requests refused for a missing or invalid bearer token, by reason",

@@ -65,7 +65,12 @@ impl AuthConfig {
             embedded.as_ref(),
         )?;
         if service.id == operator.id {
-            return Err(invalid(shared, "AUTH_SERVICE_CLIENT_ID", &service.id, "must differ from AUTH_CLIENT_ID"));
+            return Err(invalid(
+                shared,
+                "AUTH_SERVICE_CLIENT_ID",
+                &service.id,
+                "must differ from AUTH_CLIENT_ID",
+            ));
         }
         let generated_secrets = shared.raw("AUTH_CLIENT_SECRET").is_none()
             || shared.raw("AUTH_SERVICE_CLIENT_SECRET").is_none();
@@ -74,7 +79,9 @@ impl AuthConfig {
             signing_key: Arc::new(signing_key),
             previous_keys: previous_keys(shared)?,
             token_ttl: Duration::from_secs(
-                60 * shared.parse_or::<u64>("AUTH_TOKEN_TTL_MINUTES", 15)?.clamp(1, 24 * 60),
+                60 * shared
+                    .parse_or::<u64>("AUTH_TOKEN_TTL_MINUTES", 15)?
+                    .clamp(1, 24 * 60),
             ),
             operator,
             operator_roles: operator_roles(shared)?,
@@ -106,7 +113,8 @@ fn signing_key(
         }
         (None, None) => return Err(required_on_postgres(VARIABLE)),
     };
-    let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| invalid(env, VARIABLE, &path, &e.to_string()))?;
+    let key = SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| invalid(env, VARIABLE, &path, &e.to_string()))?;
     Ok((key, generated))
 }
 
@@ -134,9 +142,8 @@ fn operator_roles(env: &Env<'_>) -> Result<Vec<Role>, ConfigError> {
         .map(str::trim)
         .filter(|name| !name.is_empty())
         .map(|name| {
-            Role::parse(name).ok_or_else(|| {
-                invalid(env, VARIABLE, &list, "roles are user, admin or service")
-            })
+            Role::parse(name)
+                .ok_or_else(|| invalid(env, VARIABLE, &list, "roles are user, admin or service"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if roles.is_empty() {

@@ -159,7 +159,10 @@ pub async fn issue_token(
     let roles = match request.roles {
         None => allowed.to_vec(),
         Some(asked) if asked.is_empty() => {
-            return Err(ApiError::invalid_field("roles", "must name at least one role"));
+            return Err(ApiError::invalid_field(
+                "roles",
+                "must name at least one role",
+            ));
         }
         Some(asked) => {
             if let Some(role) = asked.iter().find(|r| !allowed.contains(r)) {
@@ -246,5 +249,9 @@ pub fn provider(
     trusted_proxies: Vec<IpNet>,
     metrics: &platform::metrics::Metrics,
 ) -> Arc<IdentityProvider> {
-    Arc::new(IdentityProvider::new(config, trusted_proxies, attempts_counter(metrics)))
+    Arc::new(IdentityProvider::new(
+        config,
+        trusted_proxies,
+        attempts_counter(metrics),
+    ))
 }

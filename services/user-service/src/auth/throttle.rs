@@ -63,9 +63,7 @@ impl LoginThrottle {
         let mut failures = self.failures.lock().expect("throttle lock");
         let now = Instant::now();
         if failures.len() > SWEEP_ABOVE {
-            failures.retain(|_, times| {
-                times.back().is_some_and(|last| now - *last < self.window)
-            });
+            failures.retain(|_, times| times.back().is_some_and(|last| now - *last < self.window));
         }
         for key in keys {
             let times = failures.entry((*key).to_owned()).or_default();
@@ -102,7 +100,10 @@ mod tests {
         }
         match throttle.check(&["email:a", "ip:2"]) {
             Err(ApiError::RateLimited { retry_after_secs }) => {
-                assert!((899..=900).contains(&retry_after_secs), "{retry_after_secs}");
+                assert!(
+                    (899..=900).contains(&retry_after_secs),
+                    "{retry_after_secs}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -143,7 +143,9 @@ async fn spawn_app_with_url(url: &str) -> crate::helpers::TestApp {
 /// request is in the server's hands (headers read, handler waiting for the body).
 async fn half_sent_post(client: &TestClient, email: &str) -> (TcpStream, Vec<u8>) {
     // Anonymous self-registration: the raw request carries no token.
-    let body = json!({"email": email, "name": "Slow Sender", "age": 40, "password": "slow-sender-pw"}).to_string();
+    let body =
+        json!({"email": email, "name": "Slow Sender", "age": 40, "password": "slow-sender-pw"})
+            .to_string();
     let mut stream = TcpStream::connect(client.address).await.expect("connect");
     let head = format!(
         "POST /api/v1/users HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

@@ -118,15 +118,23 @@ impl TestApp {
         if !roles.is_empty() {
             body["roles"] = json!(roles);
         }
-        let response = self.anonymous().post_json("/api/v1/auth/token", &body).await;
+        let response = self
+            .anonymous()
+            .post_json("/api/v1/auth/token", &body)
+            .await;
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-        response.body["data"]["access_token"].as_str().unwrap().to_owned()
+        response.body["data"]["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// A client with the service client's token (role `service`).
     pub async fn as_service(&self) -> TestClient {
         let service = &self.config.auth.service;
-        let token = self.token_for(&service.id, service.secret.expose(), &[]).await;
+        let token = self
+            .token_for(&service.id, service.secret.expose(), &[])
+            .await;
         self.client.with_token(&token)
     }
 
@@ -140,19 +148,33 @@ impl TestApp {
                 &json!({"email": email, "name": "Session User", "age": 30, "password": password}),
             )
             .await;
-        assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+        assert_eq!(
+            registered.status,
+            StatusCode::CREATED,
+            "{}",
+            registered.body
+        );
         let token = self.login(email, password).await;
-        (registered.body["data"].clone(), self.client.with_token(&token))
+        (
+            registered.body["data"].clone(),
+            self.client.with_token(&token),
+        )
     }
 
     /// Logs in and returns the token, asserting 200.
     pub async fn login(&self, email: &str, password: &str) -> String {
         let response = self
             .anonymous()
-            .post_json("/api/v1/auth/login", &json!({"email": email, "password": password}))
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"email": email, "password": password}),
+            )
             .await;
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-        response.body["data"]["access_token"].as_str().unwrap().to_owned()
+        response.body["data"]["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// Creates a user and returns its `data`, asserting 201.
