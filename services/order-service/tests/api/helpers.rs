@@ -312,6 +312,8 @@ pub struct StandInState {
     pub delay: Duration,
     pub status: u16,
     pub request_ids: Vec<String>,
+    /// The `Authorization` header of every user lookup.
+    pub authorizations: Vec<String>,
     pub calls: usize,
 }
 
@@ -370,6 +372,9 @@ async fn answer(
         s.calls += 1;
         if let Some(rid) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
             s.request_ids.push(rid.to_owned());
+        }
+        if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            s.authorizations.push(auth.to_owned());
         }
         (s.delay, s.status)
     };

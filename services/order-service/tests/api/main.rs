@@ -2,6 +2,7 @@
 //! on SQLite and on PostgreSQL.
 
 mod abuse;
+mod access;
 mod faults;
 mod helpers;
 mod orders;
