@@ -11,7 +11,7 @@ COMPOSE ?= $(shell if $(DOCKER) compose version >/dev/null 2>&1; then echo "$(DO
 
 .DEFAULT_GOAL := help
 .PHONY: help build run run-user run-order dev-user dev-order test test-user test-order \
-	lint format vet api-test bench bench-smoke soak soak-smoke deps install-tools docker-build docker-up docker-down docker-clean \
+	lint format vet api-test bench bench-smoke soak soak-smoke deps install-tools secrets docker-build docker-up docker-down docker-clean \
 	validate-ops clean require-docker require-compose require-bacon require-clippy \
 	require-rustfmt
 
@@ -99,6 +99,16 @@ install-tools: ## Install dev tools: bacon (hot reload, crates.io), clippy, rust
 	@echo "PyYAML and kubernetes-validate from PyPI into a virtualenv) when they are missing."
 
 ## ---- Containers ----------------------------------------------------------
+
+secrets: ## Once: a signing key in ./secrets and client secrets in ./.env (compose, Kubernetes)
+	@mkdir -p secrets && chmod 700 secrets
+	@test -f secrets/jwt-signing-key.pem || (umask 077 && openssl genpkey -algorithm ed25519 \
+		-out secrets/jwt-signing-key.pem && echo "created secrets/jwt-signing-key.pem")
+	@touch .env && chmod 600 .env
+	@grep -q '^AUTH_CLIENT_SECRET=.' .env || (echo "AUTH_CLIENT_SECRET=$$(openssl rand -hex 24)" >> .env \
+		&& echo "added AUTH_CLIENT_SECRET to .env")
+	@grep -q '^AUTH_SERVICE_CLIENT_SECRET=.' .env || (echo "AUTH_SERVICE_CLIENT_SECRET=$$(openssl rand -hex 24)" >> .env \
+		&& echo "added AUTH_SERVICE_CLIENT_SECRET to .env")
 
 docker-build: require-docker ## Build both service images
 	$(DOCKER) build -t user-service:latest --build-arg SERVICE=user-service --build-arg PORT=8081 .

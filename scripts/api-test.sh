@@ -2,7 +2,9 @@
 # Contract fuzzing: validates both OpenAPI documents, then runs Schemathesis with
 # every check, positive and negative data, a fixed seed and a bounded number of
 # examples per operation against each service on the embedded SQLite backend:
-# user-service alone, then order-service with a user-service behind it.
+# user-service alone, then order-service with a user-service behind it. Both
+# runs send an admin token; a second pass sends every operation without a token
+# and expects 401 from each protected one and no 401 from the public ones.
 # Exits non-zero on any failure. Loopback only.
 #
 #   bash scripts/api-test.sh              # or: make api-test
@@ -52,6 +54,15 @@ wait_ready() {
     return 1
 }
 
+# One identity for every service of this run, as a PostgreSQL deployment sets it.
+openssl genpkey -algorithm ed25519 -out "$WORK/jwt-signing-key.pem" 2>/dev/null
+export AUTH_JWT_PRIVATE_KEY_FILE="$WORK/jwt-signing-key.pem"
+AUTH_CLIENT_SECRET="$(openssl rand -hex 24)"
+AUTH_SERVICE_CLIENT_SECRET="$(openssl rand -hex 24)"
+export AUTH_CLIENT_SECRET AUTH_SERVICE_CLIENT_SECRET
+# Longer than a fuzzing run; failed logins are fuzzed too, so lift their throttle.
+export AUTH_TOKEN_TTL_MINUTES=120 AUTH_LOGIN_MAX_FAILURES=1000000
+
 start_user_service() { # port, database file
     USER_SERVICE_HOST=127.0.0.1 USER_SERVICE_PORT="$1" USER_SERVICE_RATE_LIMIT=0 \
         USER_SERVICE_LOG_LEVEL=warn USER_SERVICE_DATABASE_URL="sqlite:$2" \
@@ -60,22 +71,33 @@ start_user_service() { # port, database file
     wait_ready "$1"
 }
 
-fuzz() { # name, port
-    echo "== schemathesis: $1 ($EXAMPLES examples per operation, seed $SEED)"
+admin_token() { # user-service port
+    curl -fsS -X POST "http://127.0.0.1:$1/api/v1/auth/token" -H 'Content-Type: application/json' \
+        -d "{\"client_id\":\"operator\",\"client_secret\":\"$AUTH_CLIENT_SECRET\"}" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["access_token"])'
+}
+
+fuzz() { # name, port, token
+    echo "== schemathesis: $1 as admin ($EXAMPLES examples per operation, seed $SEED)"
     "$VENV/bin/schemathesis" run "http://127.0.0.1:$2/openapi.json" \
+        --header "Authorization: Bearer $3" \
         --checks all --mode all --seed "$SEED" --max-examples "$EXAMPLES" \
         --request-timeout 10 --no-color
+    echo "== without a token: $1 answers 401 on every protected operation, and only there"
+    python3 scripts/anonymous-check.py "http://127.0.0.1:$2"
 }
 
 USERS_PORT="$(free_port)"
 start_user_service "$USERS_PORT" "$WORK/users-fuzz.db"
-fuzz user-service "$USERS_PORT"
+fuzz user-service "$USERS_PORT" "$(admin_token "$USERS_PORT")"
 
 # order-service, with a fresh user-service holding one active user (id 1), so
 # that generated orders for user 1 reach the core logic instead of a 404.
 BACKING_PORT="$(free_port)"
 start_user_service "$BACKING_PORT" "$WORK/users-backing.db"
+TOKEN="$(admin_token "$BACKING_PORT")"
 curl -fsS -X POST "http://127.0.0.1:$BACKING_PORT/api/v1/users" -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $TOKEN" \
     -d '{"email":"fuzz@example.com","name":"Fuzz Customer","age":30}' >/dev/null
 ORDERS_PORT="$(free_port)"
 ORDER_SERVICE_HOST=127.0.0.1 ORDER_SERVICE_PORT="$ORDERS_PORT" ORDER_SERVICE_RATE_LIMIT=0 \
@@ -84,7 +106,7 @@ ORDER_SERVICE_HOST=127.0.0.1 ORDER_SERVICE_PORT="$ORDERS_PORT" ORDER_SERVICE_RAT
     "$BIN/order-service" >>"$WORK/order-service.log" 2>&1 &
 PIDS+=($!)
 wait_ready "$ORDERS_PORT"
-fuzz order-service "$ORDERS_PORT"
+fuzz order-service "$ORDERS_PORT" "$TOKEN"
 
 if grep -q "panicked" "$WORK"/*.log; then
     echo "a service panicked during fuzzing:" >&2

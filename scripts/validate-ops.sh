@@ -222,6 +222,8 @@ CONST = re.compile(r"const\s+([A-Z_]+)\s*:\s*&str\s*=\s*\"([A-Z_]+)\"")
 # helper functions taking the Env first: parse_networks(env, "TRUSTED_PROXIES")
 HELPER = re.compile(r"\(\s*&?(\w*env)\s*,\s*\"([A-Z][A-Z0-9_]*)\"")
 DIRECT = re.compile(r"env::var(?:_os)?\(\s*\"([A-Z][A-Z0-9_]*)\"")
+# AUTH_* names are passed around as literals (client_credentials(env, "AUTH_CLIENT_ID", ...)).
+AUTH_LITERAL = re.compile(r"\"(AUTH_[A-Z0-9_]+)\"")
 SERVICE_PREFIX = {"user-service": "USER_SERVICE", "order-service": "ORDER_SERVICE"}
 
 
@@ -246,10 +248,15 @@ def service_variables(root):
         for recv, suffix in CALL.findall(text) + HELPER.findall(text):
             if recv == "self":
                 continue
+            # The shared identity settings are never prefixed (every service reads them).
+            if suffix.startswith("AUTH_"):
+                names.add(suffix)
+                continue
             prefixes = [receivers[recv]] if receivers.get(recv) is not None else default
             # An empty prefix (Env::new("", ...)) reads the bare name: LOG_FORMAT.
             names.update(f"{p}_{suffix}" if p else suffix for p in prefixes)
         names.update(DIRECT.findall(text))
+        names.update(AUTH_LITERAL.findall(text))
         if "from_default_env" in text or "RUST_LOG" in text:
             names.add("RUST_LOG")
     return names
@@ -807,8 +814,16 @@ fi
 
 # ---------------------------------------------------------------------------------------
 section "compose"
+# Compose refuses to start without client secrets and a signing key (no default
+# secret exists); the check supplies throwaway ones, as `make secrets` would.
+openssl genpkey -algorithm ed25519 -out "$WORK/jwt-signing-key.pem" 2>/dev/null
 check "${COMPOSE[*]} config (docker-compose.yml parses and validates)" \
-    env -u COMPOSE_FILE "${COMPOSE[@]}" -f docker-compose.yml config -q
+    env -u COMPOSE_FILE AUTH_CLIENT_SECRET="$(openssl rand -hex 24)" \
+    AUTH_SERVICE_CLIENT_SECRET="$(openssl rand -hex 24)" \
+    AUTH_JWT_PRIVATE_KEY_HOST_FILE="$WORK/jwt-signing-key.pem" \
+    "${COMPOSE[@]}" --env-file /dev/null -f docker-compose.yml config -q
+check "${COMPOSE[*]} config refuses to run without the client secrets" \
+    bash -c '! env -u COMPOSE_FILE -u AUTH_CLIENT_SECRET -u AUTH_SERVICE_CLIENT_SECRET "$@" --env-file /dev/null -f docker-compose.yml config -q 2>/dev/null' _ "${COMPOSE[@]}"
 pycheck compose "$ROOT" || true
 
 # ---------------------------------------------------------------------------------------

@@ -84,8 +84,9 @@ fn require_owner(caller: &Caller, order: &Order) -> Result<(), OrderError> {
 fn buyer(caller: &Caller, asked: Option<UserId>) -> Result<i64, ApiError> {
     let asked = asked.map(|id| id.get());
     if caller.is_admin() {
+        // A client (not a user) has no orders of its own: it must name the buyer.
         return asked.or(caller.user_id()).ok_or_else(|| {
-            ApiError::invalid_field("user_id", "is required when a client places an order")
+            ApiError::Forbidden("a client may place orders only for a named user_id".to_owned())
         });
     }
     let own = caller
@@ -109,6 +110,7 @@ fn buyer(caller: &Caller, asked: Option<UserId>) -> Result<i64, ApiError> {
     responses(
         (status = 201, description = "Created (user embedded, or null when unverified)", body = DataEnvelope<OrderWithUser>),
         (status = 400, description = "Malformed JSON, a field breaks a rule, or the user is not active", body = ErrorEnvelope),
+        (status = 403, description = "A user naming another user_id, a client naming none, or a token of neither a user nor an admin", body = ErrorEnvelope),
         (status = 404, description = "The user does not exist", body = ErrorEnvelope),
     ))]
 async fn create_order(

@@ -83,7 +83,7 @@ backend_tests! {
         assert_eq!(by_admin.status, StatusCode::CREATED);
         assert_eq!(by_admin.body["data"]["created_by"], "operator");
         // A client admin names nobody: there is no buyer to assume.
-        let message = f.orders().post_json("/api/v1/orders", &order_body(None)).await.assert_error(400, "VALIDATION_ERROR");
+        let message = f.orders().post_json("/api/v1/orders", &order_body(None)).await.assert_error(403, "FORBIDDEN");
         assert!(message.contains("user_id"), "{message}");
     }
 
