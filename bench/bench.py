@@ -46,6 +46,8 @@ SCENARIOS = [
      ["user-service", "order-service"]),
     ("pg_post_order_breaker_open", "POST order (user-service stopped, breaker open)",
      "PostgreSQL", ["order-service"]),
+    ("pg_get_user_unauthenticated", "GET user by id, pre-identity build, no token",
+     "PostgreSQL", ["user-service"]),
     ("sqlite_get_user", "GET user by id", "SQLite", ["user-service"]),
     ("sqlite_post_user", "POST user", "SQLite", ["user-service"]),
 ]
@@ -65,6 +67,9 @@ RATIOS = [
      ("pg_post_user", "rps"), ("pgbench_insert", "tps"), 0.6),
     ("post_order_breaker_open_vs_up", "POST order req/s: breaker open ÷ user-service up",
      ("pg_post_order_breaker_open", "rps"), ("pg_post_order", "rps"), 0.9),
+    ("get_user_token_vs_unauthenticated",
+     "GET user req/s with a token ÷ the pre-identity build without one",
+     ("pg_get_user", "rps"), ("pg_get_user_unauthenticated", "rps"), 0.9),
 ]
 
 
@@ -170,6 +175,8 @@ def cmd_seed_config(a):
     parallel over reused connections and prints one status code per line."""
     if not re.match(r"http://127\.0\.0\.1:\d+$", a.base):
         sys.exit("bench.py seed-config: base must be http://127.0.0.1:<port>")
+    token = os.environ.get("BENCH_TOKEN", "")
+    auth = f'header = "Authorization: Bearer {token}"\n' if token else ""
     ops = []
     for i in range(1, a.count + 1):
         if a.kind == "users":
@@ -186,6 +193,7 @@ def cmd_seed_config(a):
         ops.append(
             f'url = "{a.base}{path}"\n'
             'header = "Content-Type: application/json"\n'
+            f'{auth}'
             f'data = "{data}"\n'
             'output = "/dev/null"\n'
             'silent\n'
@@ -198,8 +206,11 @@ def cmd_seed_config(a):
 def cmd_get_json(a):
     if not re.match(r"http://127\.0\.0\.1:\d+/", a.url):
         sys.exit("bench.py get-json: only http://127.0.0.1 URLs")
+    request = urllib.request.Request(a.url)
+    if os.environ.get("BENCH_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['BENCH_TOKEN']}")
     try:
-        with urllib.request.urlopen(a.url, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5) as r:
             data = json.load(r)
     except Exception as e:  # noqa: BLE001 - report anything as "unknown"
         print(f"bench.py get-json: {a.url}: {e}", file=sys.stderr)
@@ -376,6 +387,9 @@ def cmd_report(a):
          ratios["get_user_vs_pgbench_select"]["met"]),
         ("POST user ≥ 0.6× pgbench insert", fmt(ratios["post_user_vs_pgbench_insert"]["median"], 2) + "×",
          ratios["post_user_vs_pgbench_insert"]["met"]),
+        ("GET user with a token ≥ 0.9× the pre-identity build",
+         fmt(ratios["get_user_token_vs_unauthenticated"]["median"], 2) + "×",
+         ratios["get_user_token_vs_unauthenticated"]["met"]),
         ("0 errors (all scenarios, all runs)", str(total_errors), total_errors == 0),
         ("POST order breaker-open ≥ 0.9× user-service-up",
          fmt(ratios["post_order_breaker_open_vs_up"]["median"], 2) + "×",

@@ -96,12 +96,30 @@ pg_isready -q -h 127.0.0.1 -p "$PGPORT" 2>/dev/null ||
 
 build_start=$SECONDS
 build_dist_binaries "$ROOT" "${BENCH_SKIP_BUILD:-0}"
+
+# The yardstick for authentication's cost: GET user on the last build without
+# identity (BENCH_BASELINE_REV), measured in the same run on its own database.
+# Full mode only (it is one more release build); BENCH_BASELINE_REV= skips it.
+BASELINE_REV=${BENCH_BASELINE_REV-16f0678}
+BASELINE_BIN=
+if [[ $MODE == full && -n $BASELINE_REV ]]; then
+    baseline_src=$(mktemp -d "${TMPDIR:-/tmp}/bench-baseline.XXXXXX")
+    git -C "$ROOT" worktree add --quiet --detach "$baseline_src" "$BASELINE_REV" ||
+        die "cannot check out BENCH_BASELINE_REV=$BASELINE_REV"
+    baseline_target=${BENCH_BASELINE_TARGET:-$HOME/.cache/bench-baseline-target}
+    log "building the pre-identity user-service ($BASELINE_REV) into $baseline_target"
+    (cd "$baseline_src" && CARGO_TARGET_DIR=$baseline_target cargo build --profile dist --quiet -p user-service) ||
+        die "baseline build failed"
+    BASELINE_BIN=$baseline_target/dist/user-service
+    git -C "$ROOT" worktree remove --force "$baseline_src"
+fi
 BUILD_SECONDS=$((SECONDS - build_start))
 
 # ---------------------------------------------------------------------------
 # state and cleanup
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
+setup_identity "$WORK"
 DB_PREFIX=bench_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
 declare -A PIDS=()  # service key (user-service@postgres) -> pid
 declare -A PEAK=()  # service key -> highest VmHWM seen (KiB)
@@ -232,7 +250,7 @@ start_service() {
 
 common_env() { # PREFIX port database-url
     echo "$1_HOST=127.0.0.1" "$1_PORT=$2" "$1_DATABASE_URL=$3" "$1_RATE_LIMIT=0" \
-        "$1_LOG_LEVEL=info" "$1_SHUTDOWN_TIMEOUT=5"
+        "$1_LOG_LEVEL=info" "$1_SHUTDOWN_TIMEOUT=5" "${AUTH_ENV[@]}"
 }
 
 circuit() { py get-json "${URLS[order-service@postgres]}/health" info.user_service_circuit; }
@@ -323,6 +341,7 @@ open_breaker() {
     sleep "$((BREAKER_INTERVAL + 1))"
     for ((i = 0; i < 20; i++)); do
         curl -s -o /dev/null -w '%{http_code} ' --max-time 5 -H 'Content-Type: application/json' \
+            -H "Authorization: Bearer $BENCH_TOKEN" \
             -d '{"user_id":1,"product_id":"SKU-1","quantity":1,"total_price":9.99}' \
             "${URLS[order-service@postgres]}/api/v1/orders" || true
         [[ $(circuit 2>/dev/null) == open ]] && break
@@ -350,6 +369,10 @@ one_run() {
     start_service "$O" "$oport" "$ORDER_BIN" $(common_env ORDER_SERVICE "$oport" "$PG_URL_BASE/$odb") \
         "ORDER_SERVICE_USER_SERVICE_URL=${URLS[$U]}" "CIRCUIT_BREAKER_TIMEOUT=$BREAKER_TIMEOUT" "CIRCUIT_BREAKER_INTERVAL=$BREAKER_INTERVAL"
 
+    # Every scenario acts as the operator (an admin), reusing one token as a
+    # client does for its lifetime.
+    BENCH_TOKEN=$(admin_token "${URLS[$U]}") || die "no admin token from user-service"
+    export BENCH_TOKEN
     seed users "$SEED" "${URLS[$U]}" postgres
     seed orders "$SEED" "${URLS[$O]}" postgres "$SEED"
     sample_peak "$U"
@@ -380,10 +403,26 @@ one_run() {
     stop_service "$O"
     drop_databases
 
+    # --- the pre-identity build, unauthenticated (full mode)
+    if [[ -n $BASELINE_BIN ]]; then
+        local B=user-service@baseline bport token=$BENCH_TOKEN
+        create_database "${DB_PREFIX}_r${RUN}_baseline"
+        bport=$(py free-port)
+        # shellcheck disable=SC2046
+        start_service "$B" "$bport" "$BASELINE_BIN" $(common_env USER_SERVICE "$bport" "$PG_URL_BASE/${DB_PREFIX}_r${RUN}_baseline")
+        BENCH_TOKEN=
+        seed users "$SEED" "${URLS[$B]}" baseline
+        run_wrk pg_get_user_unauthenticated "${URLS[$B]}" get_by_id.lua "$B" "$SEED" /api/v1/users/
+        BENCH_TOKEN=$token
+        stop_service "$B"
+        drop_databases
+    fi
+
     # --- SQLite (fresh file)
     sport=$(py free-port)
     # shellcheck disable=SC2046
     start_service "$S" "$sport" "$USER_BIN" $(common_env USER_SERVICE "$sport" "sqlite:$WORK/r$RUN-users.db")
+    BENCH_TOKEN=$(admin_token "${URLS[$S]}") || die "no admin token from user-service"
     seed users "$SEED" "${URLS[$S]}" sqlite
     sample_peak "$S"
     log "run $RUN/$RUNS: SQLite scenarios"

@@ -29,3 +29,22 @@ build_dist_binaries() {
     ORDER_BIN=$target/dist/order-service
     [[ -x $USER_BIN && -x $ORDER_BIN ]] || die "dist binaries not found under $target/dist"
 }
+
+# setup_identity WORK: a signing key and client secrets for the services of one
+# bench or soak run (no default secret exists), as VAR=value words in AUTH_ENV
+# to pass to each service. Tokens live long enough for the whole run.
+setup_identity() {
+    local work=$1
+    openssl genpkey -algorithm ed25519 -out "$work/jwt-signing-key.pem" 2>/dev/null ||
+        die "openssl is required to make the run's signing key"
+    AUTH_CLIENT_SECRET=$(openssl rand -hex 24)
+    AUTH_ENV=("AUTH_JWT_PRIVATE_KEY_FILE=$work/jwt-signing-key.pem" "AUTH_CLIENT_SECRET=$AUTH_CLIENT_SECRET"
+        "AUTH_SERVICE_CLIENT_SECRET=$(openssl rand -hex 24)" "AUTH_TOKEN_TTL_MINUTES=240")
+}
+
+# admin_token URL: the operator's token from the user-service at URL.
+admin_token() {
+    curl -fsS -X POST "$1/api/v1/auth/token" -H 'Content-Type: application/json' \
+        -d "{\"client_id\":\"operator\",\"client_secret\":\"$AUTH_CLIENT_SECRET\"}" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["access_token"])'
+}

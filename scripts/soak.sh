@@ -119,9 +119,9 @@ function request()
   local r = math.random(100)
   local id = math.random(1, items)
   if r <= 70 then
-    return wrk.format("GET", "/api/v1/users/" .. id)
+    return wrk.format("GET", "/api/v1/users/" .. id, auth_headers)
   elseif r <= 85 then
-    return wrk.format("GET", "/api/v1/users?page=" .. math.random(1, 5) .. "&page_size=20&search=seed")
+    return wrk.format("GET", "/api/v1/users?page=" .. math.random(1, 5) .. "&page_size=20&search=seed", auth_headers)
   elseif r <= 95 then
     counter = counter + 1
     local body = string.format('{"email":"soak-%d-%d-%d@soak.test","name":"Soak User","age":%d}',
@@ -139,9 +139,9 @@ function request()
   local r = math.random(100)
   local id = math.random(1, items)
   if r <= 60 then
-    return wrk.format("GET", "/api/v1/orders/" .. id)
+    return wrk.format("GET", "/api/v1/orders/" .. id, auth_headers)
   elseif r <= 75 then
-    return wrk.format("GET", "/api/v1/orders?page_size=20&user_id=" .. math.random(1, items))
+    return wrk.format("GET", "/api/v1/orders?page_size=20&user_id=" .. math.random(1, items), auth_headers)
   elseif r <= 95 then
     local body = string.format('{"user_id":%d,"product_id":"SKU-%d","quantity":%d,"total_price":%d.%02d}',
       math.random(1, items), math.random(1, 100), math.random(1, 5), math.random(1, 500), math.random(0, 99))
@@ -186,11 +186,15 @@ seed() { # kind count base [users]
 }
 
 for db in "$UDB" "$ODB"; do psql -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" postgres >/dev/null; done
-start_service user-service "$USER_BIN" "USER_SERVICE_DATABASE_URL=postgres://$PGUSER@127.0.0.1:$PGPORT/$UDB"
+setup_identity "$WORK"
+start_service user-service "$USER_BIN" "USER_SERVICE_DATABASE_URL=postgres://$PGUSER@127.0.0.1:$PGPORT/$UDB" "${AUTH_ENV[@]}"
 USER_URL=${URL[user-service]}
 start_service order-service "$ORDER_BIN" "ORDER_SERVICE_DATABASE_URL=postgres://$PGUSER@127.0.0.1:$PGPORT/$ODB" \
-    "ORDER_SERVICE_USER_SERVICE_URL=$USER_URL"
+    "ORDER_SERVICE_USER_SERVICE_URL=$USER_URL" "${AUTH_ENV[@]}"
 ORDER_URL=${URL[order-service]}
+# The load acts as the operator (an admin): every route is open to it.
+BENCH_TOKEN=$(admin_token "$USER_URL") || die "no admin token from user-service"
+export BENCH_TOKEN
 log "services up (user-service pid ${PID[user-service]}, order-service pid ${PID[order-service]}); seeding $SEED users and orders"
 seed users "$SEED" "$USER_URL"
 seed orders "$SEED" "$ORDER_URL" "$SEED"

@@ -817,13 +817,14 @@ section "compose"
 # Compose refuses to start without client secrets and a signing key (no default
 # secret exists); the check supplies throwaway ones, as `make secrets` would.
 openssl genpkey -algorithm ed25519 -out "$WORK/jwt-signing-key.pem" 2>/dev/null
+: >"$WORK/empty.env"
 check "${COMPOSE[*]} config (docker-compose.yml parses and validates)" \
     env -u COMPOSE_FILE AUTH_CLIENT_SECRET="$(openssl rand -hex 24)" \
     AUTH_SERVICE_CLIENT_SECRET="$(openssl rand -hex 24)" \
     AUTH_JWT_PRIVATE_KEY_HOST_FILE="$WORK/jwt-signing-key.pem" \
-    "${COMPOSE[@]}" --env-file /dev/null -f docker-compose.yml config -q
+    "${COMPOSE[@]}" --env-file "$WORK/empty.env" -f docker-compose.yml config -q
 check "${COMPOSE[*]} config refuses to run without the client secrets" \
-    bash -c '! env -u COMPOSE_FILE -u AUTH_CLIENT_SECRET -u AUTH_SERVICE_CLIENT_SECRET "$@" --env-file /dev/null -f docker-compose.yml config -q 2>/dev/null' _ "${COMPOSE[@]}"
+    bash -c '! env -u COMPOSE_FILE -u AUTH_CLIENT_SECRET -u AUTH_SERVICE_CLIENT_SECRET "${@:2}" --env-file "$1" -f docker-compose.yml config -q 2>/dev/null' _ "$WORK/empty.env" "${COMPOSE[@]}"
 pycheck compose "$ROOT" || true
 
 # ---------------------------------------------------------------------------------------
@@ -924,19 +925,22 @@ wait_live() { # NAME URL PID
     return 1
 }
 
-# order-service first, while user-service is still down: its first order is taken
-# unverified, and the background verifier settles it once user-service is up (this is
-# what creates order_service_order_verifications_total).
-start_order
-wait_live order-service "$ORDER_URL" "$ORDER_PID" || die "order-service did not start (see order-service.log)"
-pass "order-service serves on $ORDER_URL (SQLite, .env.example loaded)"
+# One identity for both services, as a deployment sets it (each runs on its own
+# SQLite file in its own directory, so generated secrets would not be shared).
+openssl genpkey -algorithm ed25519 -out "$WORK/live-signing-key.pem" 2>/dev/null || die "openssl genpkey failed"
+export AUTH_JWT_PRIVATE_KEY_FILE="$WORK/live-signing-key.pem"
+AUTH_CLIENT_SECRET="$(openssl rand -hex 24)"
+AUTH_SERVICE_CLIENT_SECRET="$(openssl rand -hex 24)"
+export AUTH_CLIENT_SECRET AUTH_SERVICE_CLIENT_SECRET
+TOKEN=
 
-http() { # METHOD URL [JSON] -> prints "STATUS BODY"
-    local body
+http() { # METHOD URL [JSON] -> prints "STATUS BODY" (with the admin token once there is one)
+    local body auth=()
+    [[ -n "$TOKEN" ]] && auth=(-H "Authorization: Bearer $TOKEN")
     if [[ $# -ge 3 ]]; then
-        body=$(curl -sS -o "$WORK/http.out" -w '%{http_code}' -X "$1" -H 'Content-Type: application/json' -d "$3" "$2") || true
+        body=$(curl -sS -o "$WORK/http.out" -w '%{http_code}' -X "$1" "${auth[@]}" -H 'Content-Type: application/json' -d "$3" "$2") || true
     else
-        body=$(curl -sS -o "$WORK/http.out" -w '%{http_code}' -X "$1" "$2") || true
+        body=$(curl -sS -o "$WORK/http.out" -w '%{http_code}' -X "$1" "${auth[@]}" "$2") || true
     fi
     printf '%s %s' "$body" "$(cat "$WORK/http.out" 2>/dev/null)"
 }
@@ -951,12 +955,18 @@ expect() { # NAME WANT_STATUS METHOD URL [JSON]
     fi
 }
 
-expect "POST /api/v1/orders while user-service is down (accepted unverified)" 201 \
-    POST "$ORDER_URL/api/v1/orders" '{"user_id":1,"product_id":"OPS-1","quantity":1,"total_price":9.99}'
-
 start_user
 wait_live user-service "$USER_URL" "$USER_PID" || die "user-service did not start (see user-service.log)"
 pass "user-service serves on $USER_URL (SQLite, .env.example loaded)"
+start_order
+wait_live order-service "$ORDER_URL" "$ORDER_PID" || die "order-service did not start (see order-service.log)"
+pass "order-service serves on $ORDER_URL (SQLite, .env.example loaded)"
+
+expect "GET /api/v1/users without a token" 401 GET "$USER_URL/api/v1/users"
+token_answer="$(http POST "$USER_URL/api/v1/auth/token" "{\"client_id\":\"operator\",\"client_secret\":\"$AUTH_CLIENT_SECRET\"}")"
+TOKEN="$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1].split(" ", 1)[1])["data"]["access_token"])' "$token_answer" 2>/dev/null || true)"
+[[ -n "$TOKEN" ]] && pass "POST /api/v1/auth/token (operator) -> an admin token" ||
+    fail "POST /api/v1/auth/token: ${token_answer:0:300}"
 
 created="$(http POST "$USER_URL/api/v1/users" '{"email":"ops-check@example.com","name":"Ops Check","age":30}')"
 if [[ "${created%% *}" == 201 ]]; then
@@ -969,6 +979,18 @@ expect "POST /api/v1/orders for user $USER_ID (user-service found)" 201 \
     POST "$ORDER_URL/api/v1/orders" "{\"user_id\":$USER_ID,\"product_id\":\"OPS-2\",\"quantity\":2,\"total_price\":19.98}"
 expect "GET /api/v1/users/987654321 (missing)" 404 GET "$USER_URL/api/v1/users/987654321"
 expect "GET /api/v1/orders/987654321 (missing)" 404 GET "$ORDER_URL/api/v1/orders/987654321"
+
+# user-service away: order-service still verifies tokens with the keys it has, takes
+# the order unverified, and the background verifier settles it once user-service is
+# back (this is what moves order_service_order_verifications_total).
+kill "$USER_PID" 2>/dev/null
+for _ in $(seq 1 100); do kill -0 "$USER_PID" 2>/dev/null || break; sleep 0.1; done
+expect "POST /api/v1/orders while user-service is down (accepted unverified)" 201 \
+    POST "$ORDER_URL/api/v1/orders" "{\"user_id\":$USER_ID,\"product_id\":\"OPS-1\",\"quantity\":1,\"total_price\":9.99}"
+start_user
+wait_live user-service "$USER_URL" "$USER_PID" || die "user-service did not start again (see user-service.log)"
+pass "user-service serves again on $USER_URL"
+
 expect "GET user-service /health" 200 GET "$USER_URL/health"
 expect "GET order-service /health" 200 GET "$ORDER_URL/health"
 expect "GET user-service /health/ready" 200 GET "$USER_URL/health/ready"

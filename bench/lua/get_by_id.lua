@@ -12,5 +12,5 @@ function init(args)
 end
 
 function request()
-  return wrk.format("GET", prefix .. math.random(1, seeded))
+  return wrk.format("GET", prefix .. math.random(1, seeded), auth_headers)
 end

@@ -12,7 +12,13 @@ function setup(thread)
   thread:set("tid", thread_count)
 end
 
+-- Every request carries the run's admin token (BENCH_TOKEN), as a client reuses
+-- its token for its lifetime.
+auth_headers = {}
+local token = os.getenv("BENCH_TOKEN")
+if token and token ~= "" then auth_headers["Authorization"] = "Bearer " .. token end
 json_headers = { ["Content-Type"] = "application/json" }
+for name, value in pairs(auth_headers) do json_headers[name] = value end
 
 -- Call from init(args): seeds math.random per thread (wall clock + thread number).
 function bench_init()

@@ -13,5 +13,5 @@ end
 
 function request()
   local word = words[math.random(1, #words)]
-  return wrk.format("GET", "/api/v1/users?search=" .. word .. "&page=1&page_size=10")
+  return wrk.format("GET", "/api/v1/users?search=" .. word .. "&page=1&page_size=10", auth_headers)
 end
