@@ -1,0 +1,192 @@
+//! Where events go: NATS JetStream (`NATS_URL`), or, in the one-process
+//! launcher without a broker, straight to the in-process subscribers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use super::{Event, STREAM, SUBJECTS};
+use crate::config::{ConfigError, Env};
+
+/// What a consumer does with one event; an error means "deliver it again".
+pub type Handler =
+    Arc<dyn Fn(Event) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync>;
+
+/// Where a service's events go and come from.
+#[derive(Clone, Default)]
+pub struct EventSettings {
+    /// `NATS_URL` (shared by every service).
+    pub nats_url: Option<String>,
+    /// Set by the one-process launcher when there is no `NATS_URL`.
+    pub in_process: Option<Arc<InProcessBus>>,
+    /// `EVENTS_OUTBOX_RETENTION` (seconds): how long published rows are kept.
+    pub retention: Duration,
+}
+
+impl std::fmt::Debug for EventSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSettings")
+            .field("nats_url", &self.nats_url)
+            .field("in_process", &self.in_process.is_some())
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl EventSettings {
+    /// # Errors
+    /// When a value cannot be used.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            nats_url: env.raw("NATS_URL"),
+            in_process: None,
+            retention: env.fractional_seconds_or("EVENTS_OUTBOX_RETENTION", 86_400.0)?,
+        })
+    }
+
+    /// The bus these settings name, connecting to NATS in the background (a
+    /// broker that is down at start is retried, not fatal); `None` without one.
+    pub async fn bus(&self) -> Option<Bus> {
+        if let Some(url) = &self.nats_url {
+            let client = async_nats::ConnectOptions::new()
+                .retry_on_initial_connect()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(url.as_str())
+                .await;
+            return match client {
+                Ok(client) => {
+                    let mut context = jetstream::new(client);
+                    context.set_timeout(Duration::from_secs(2));
+                    Some(Bus::Nats(context))
+                }
+                Err(err) => {
+                    tracing::error!(url, error = %err, "NATS_URL cannot be used");
+                    None
+                }
+            };
+        }
+        self.in_process.clone().map(Bus::InProcess)
+    }
+}
+
+/// A bus to publish to and subscribe on.
+#[derive(Clone)]
+pub enum Bus {
+    Nats(jetstream::Context),
+    InProcess(Arc<InProcessBus>),
+}
+
+impl Bus {
+    /// Creates the stream if it is missing (every publisher and consumer may).
+    ///
+    /// # Errors
+    /// When JetStream cannot be reached or refuses the stream.
+    pub async fn ensure_stream(&self) -> anyhow::Result<()> {
+        if let Self::Nats(context) = self {
+            context
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: STREAM.to_owned(),
+                    subjects: SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
+                    // Redeliveries of the same event id within this window are dropped.
+                    duplicate_window: Duration::from_secs(120),
+                    max_age: Duration::from_secs(7 * 24 * 3600),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create stream {STREAM}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one event (its JSON as written to the outbox) and waits until
+    /// the bus has it: JetStream's acknowledgement, or every in-process handler.
+    /// The event id is the `Nats-Msg-Id`, so a republished event is stored once.
+    ///
+    /// # Errors
+    /// When it was not taken; the relay tries again.
+    pub async fn publish(&self, subject: &str, event_id: &str, json: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Nats(context) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", event_id);
+                context
+                    .publish_with_headers(subject.to_owned(), headers, json.to_owned().into())
+                    .await?
+                    .await?;
+                Ok(())
+            }
+            Self::InProcess(bus) => bus.deliver(subject, json).await,
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Nats(_) => "NATS JetStream",
+            Self::InProcess(_) => "in-process (no NATS_URL)",
+        }
+    }
+}
+
+/// The launcher's bus when there is no broker: each published event is handed
+/// to every subscriber whose filter matches, and counts as published only once
+/// all of them took it.
+#[derive(Default)]
+pub struct InProcessBus {
+    subscribers: RwLock<Vec<(String, Handler)>>,
+}
+
+impl InProcessBus {
+    pub fn subscribe(&self, filter: &str, handler: Handler) {
+        self.subscribers
+            .write()
+            .expect("subscribers lock")
+            .push((filter.to_owned(), handler));
+    }
+
+    async fn deliver(&self, subject: &str, json: &str) -> anyhow::Result<()> {
+        let event: Event = serde_json::from_str(json)?;
+        let handlers: Vec<Handler> = self
+            .subscribers
+            .read()
+            .expect("subscribers lock")
+            .iter()
+            .filter(|(filter, _)| subject_matches(filter, subject))
+            .map(|(_, handler)| Arc::clone(handler))
+            .collect();
+        for handler in handlers {
+            handler(event.clone()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// NATS subject matching: `*` is one token, `>` the rest.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for token in filter.split('.') {
+        match (token, subject.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (wanted, Some(got)) if wanted == got => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_as_nats_matches_them() {
+        assert!(subject_matches("events.>", "events.users.created"));
+        assert!(subject_matches("events.users.*", "events.users.deleted"));
+        assert!(!subject_matches("events.users.*", "events.orders.created"));
+        assert!(!subject_matches("events.users.*", "events.users"));
+        assert!(!subject_matches("events.users", "events.users.created"));
+    }
+}

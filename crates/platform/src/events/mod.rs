@@ -1,0 +1,160 @@
+//! Domain events: what changed, who did it, and where. A service writes each
+//! event into its outbox in the same transaction as the change ([`outbox`]); a
+//! relay publishes the outbox to NATS JetStream in order ([`relay`]); consumers
+//! receive them at least once and store them idempotently ([`consumer`]).
+//!
+//! Without a broker, the one-process launcher delivers events in-process through
+//! the same outbox and relay ([`bus::InProcessBus`]), so nothing is lost there
+//! either; a service run alone without `NATS_URL` keeps them in its outbox.
+
+pub mod bus;
+pub mod consumer;
+pub mod outbox;
+pub mod relay;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+
+pub use bus::{Bus, EventSettings, InProcessBus};
+
+/// The JetStream stream every service publishes to and consumers read from.
+pub const STREAM: &str = "EVENTS";
+/// The subjects of [`STREAM`]: `events.<domain>.<what>`.
+pub const SUBJECTS: [&str; 3] = ["events.users.*", "events.orders.*", "events.auth.*"];
+
+/// One thing that happened. Never holds a password, hash or token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Event {
+    /// UUID v7: unique, and ordered by time of creation.
+    #[schema(value_type = String, format = "uuid")]
+    pub id: Uuid,
+    /// `user.created`, `order.status_changed`, ...
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: Actor,
+    /// `user`, `order` or `auth`.
+    pub resource_type: String,
+    pub resource_id: String,
+    /// The `X-Request-ID` of the request that caused it, if any.
+    pub request_id: Option<String>,
+    /// What changed (the resource as answered, or from/to for a status).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+/// Who caused an event: a token's subject and roles, `anonymous` (no token,
+/// e.g. self-registration or a failed login) or `system` (background work).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Actor {
+    pub sub: String,
+    pub roles: Vec<String>,
+}
+
+impl Actor {
+    pub fn of(caller: &Caller) -> Self {
+        Self {
+            sub: caller.subject().to_owned(),
+            roles: caller
+                .roles()
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+        }
+    }
+
+    /// The caller, or `anonymous` for a request without a token.
+    pub fn of_optional(caller: Option<&Caller>) -> Self {
+        caller.map_or_else(
+            || Self {
+                sub: "anonymous".to_owned(),
+                roles: Vec::new(),
+            },
+            Self::of,
+        )
+    }
+
+    /// Background work of the service itself.
+    pub fn system() -> Self {
+        Self {
+            sub: "system".to_owned(),
+            roles: Vec::new(),
+        }
+    }
+}
+
+impl Event {
+    /// A new event, now, with a fresh id.
+    pub fn new(
+        event_type: &str,
+        actor: Actor,
+        resource: (&str, String),
+        request_id: Option<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            event_type: event_type.to_owned(),
+            occurred_at: crate::db::now(),
+            actor,
+            resource_type: resource.0.to_owned(),
+            resource_id: resource.1,
+            request_id,
+            payload,
+        }
+    }
+
+    /// The subject it is published on: `user.created` -> `events.users.created`.
+    pub fn subject(&self) -> String {
+        let (domain, what) = self
+            .event_type
+            .split_once('.')
+            .unwrap_or(("misc", self.event_type.as_str()));
+        let domain = match domain {
+            "user" => "users",
+            "order" => "orders",
+            other => other,
+        };
+        format!("events.{domain}.{what}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_stream_layout_and_ids_are_v7() {
+        let event = Event::new(
+            "order.status_changed",
+            Actor::system(),
+            ("order", "7".to_owned()),
+            None,
+            serde_json::json!({"from": "pending", "to": "cancelled"}),
+        );
+        assert_eq!(event.subject(), "events.orders.status_changed");
+        assert_eq!(event.id.get_version_num(), 7);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "order.status_changed");
+        assert_eq!(json["actor"]["sub"], "system");
+        let user = Event::new(
+            "user.created",
+            Actor::system(),
+            ("user", "1".into()),
+            None,
+            serde_json::Value::Null,
+        );
+        assert_eq!(user.subject(), "events.users.created");
+        let auth = Event::new(
+            "auth.login_failed",
+            Actor::system(),
+            ("auth", "x".into()),
+            None,
+            serde_json::Value::Null,
+        );
+        assert_eq!(auth.subject(), "events.auth.login_failed");
+    }
+}

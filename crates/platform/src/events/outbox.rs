@@ -1,0 +1,127 @@
+//! The outbox table of a service: events written in the transaction of the
+//! change they describe, read back in order by the relay, marked published, and
+//! pruned after a retention period. The table itself is in each service's
+//! migrations (the same columns on both backends).
+
+use chrono::{DateTime, Utc};
+
+use super::Event;
+use crate::db::{Database, DbError, Row, Transaction, now};
+
+const INSERT: &str =
+    "INSERT INTO outbox (event_id, subject, event, created_at) VALUES ($1, $2, $3, $4)";
+
+const UNPUBLISHED: &str = "SELECT seq, event_id, subject, event FROM outbox \
+                           WHERE published_at IS NULL ORDER BY seq LIMIT $1";
+
+const MARK_PUBLISHED: &str = "UPDATE outbox SET published_at = $2 WHERE seq = $1";
+
+const COUNT_FAILURE: &str = "UPDATE outbox SET attempts = attempts + 1 WHERE seq = $1";
+
+const PRUNE: &str = "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1";
+
+const BACKLOG: &str = "SELECT count(*) AS backlog FROM outbox WHERE published_at IS NULL";
+
+const OLDEST: &str =
+    "SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1";
+
+/// Writes `event` into the outbox, inside the transaction of its change: both
+/// are committed, or neither.
+///
+/// # Errors
+/// When the insert fails (the caller's transaction then rolls back).
+#[tracing::instrument(level = "debug", skip_all, fields(event_type = %event.event_type))]
+pub async fn record(transaction: &mut Transaction, event: &Event) -> Result<(), DbError> {
+    let json = serde_json::to_string(event)
+        .map_err(|e| DbError::Other(format!("event does not serialize: {e}")))?;
+    let params: [&dyn crate::db::SqlParam; 4] = [
+        &event.id.to_string(),
+        &event.subject(),
+        &json,
+        &event.occurred_at,
+    ];
+    transaction.execute(INSERT, &params).await?;
+    Ok(())
+}
+
+/// Writes `event` in a transaction of its own (an event without a row change,
+/// such as a failed login).
+///
+/// # Errors
+/// When the database cannot take it.
+pub async fn record_alone(db: &Database, event: &Event) -> Result<(), DbError> {
+    let mut transaction = db.begin().await?;
+    record(&mut transaction, event).await?;
+    transaction.commit().await
+}
+
+/// An outbox row waiting to be published.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: i64,
+    pub event_id: String,
+    pub subject: String,
+    /// The event as JSON: published as it was written.
+    pub event: String,
+}
+
+impl Pending {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            seq: row.get("seq")?,
+            event_id: row.get("event_id")?,
+            subject: row.get("subject")?,
+            event: row.get("event")?,
+        })
+    }
+}
+
+/// The oldest `limit` unpublished events, in the order they were written.
+///
+/// # Errors
+/// See [`DbError`].
+pub async fn unpublished(
+    connection: &mut crate::db::Connection,
+    limit: i64,
+) -> Result<Vec<Pending>, DbError> {
+    let rows = connection.query(UNPUBLISHED, &[&limit]).await?;
+    rows.iter().map(Pending::from_row).collect()
+}
+
+/// # Errors
+/// See [`DbError`].
+pub async fn mark_published(
+    connection: &mut crate::db::Connection,
+    seq: i64,
+) -> Result<(), DbError> {
+    connection.execute(MARK_PUBLISHED, &[&seq, &now()]).await?;
+    Ok(())
+}
+
+/// # Errors
+/// See [`DbError`].
+pub async fn count_failure(db: &Database, seq: i64) -> Result<(), DbError> {
+    db.execute(COUNT_FAILURE, &[&seq]).await?;
+    Ok(())
+}
+
+/// Deletes events published before `before`; returns how many.
+///
+/// # Errors
+/// See [`DbError`].
+pub async fn prune(db: &Database, before: DateTime<Utc>) -> Result<u64, DbError> {
+    db.execute(PRUNE, &[&before]).await
+}
+
+/// How many events wait, and since when the oldest.
+///
+/// # Errors
+/// See [`DbError`].
+pub async fn backlog(db: &Database) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
+    let count: i64 = db.query_one(BACKLOG, &[]).await?.get("backlog")?;
+    let oldest = match db.query_opt(OLDEST, &[]).await? {
+        Some(row) => Some(row.get("created_at")?),
+        None => None,
+    };
+    Ok((count, oldest))
+}

@@ -1,0 +1,256 @@
+//! The outbox relay: a background task that publishes a service's outbox in
+//! the order it was written, retries with backoff while the bus is away, and
+//! prunes what was published long ago.
+//!
+//! Several replicas may share one PostgreSQL database: a pass runs only while
+//! holding a transaction-scoped advisory lock, so one replica relays at a time
+//! and the order of events (per aggregate and overall) is the order of commit
+//! sequence numbers. On SQLite (one process per file) no lock is needed, and the
+//! marks are written outside a transaction so writers are never held up.
+
+use std::time::{Duration, Instant};
+
+use prometheus::{Gauge, IntCounter, IntGauge};
+use tokio_util::sync::CancellationToken;
+
+use super::bus::Bus;
+use super::{EventSettings, outbox};
+use crate::app::BackgroundTask;
+use crate::db::{Connection, Database, now};
+use crate::metrics::Metrics;
+
+/// Events per pass; a full pass is followed at once by the next.
+const BATCH: i64 = 200;
+const POLL: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Any constant works: it only has to be the same for every replica.
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
+/// The relay's gauges and counters (`{service}_outbox_*`).
+#[derive(Clone)]
+pub struct OutboxMetrics {
+    backlog: IntGauge,
+    oldest_age: Gauge,
+    published: IntCounter,
+    failures: IntCounter,
+}
+
+impl OutboxMetrics {
+    pub fn register(metrics: &Metrics, service: &str) -> Self {
+        let prefix = service.replace('-', "_");
+        let this = Self {
+            backlog: IntGauge::new(
+                format!("{prefix}_outbox_backlog"),
+                "Events written but not yet published",
+            )
+            .expect("valid metric"),
+            oldest_age: Gauge::new(
+                format!("{prefix}_outbox_oldest_unpublished_seconds"),
+                "Age of the oldest unpublished event (0 when none waits)",
+            )
+            .expect("valid metric"),
+            published: IntCounter::new(
+                format!("{prefix}_outbox_published_total"),
+                "Events published to the bus",
+            )
+            .expect("valid metric"),
+            failures: IntCounter::new(
+                format!("{prefix}_outbox_publish_failures_total"),
+                "Publish attempts that failed (the event stays and is retried)",
+            )
+            .expect("valid metric"),
+        };
+        metrics.register(Box::new(this.backlog.clone()));
+        metrics.register(Box::new(this.oldest_age.clone()));
+        metrics.register(Box::new(this.published.clone()));
+        metrics.register(Box::new(this.failures.clone()));
+        this
+    }
+
+    async fn refresh(&self, db: &Database) {
+        if let Ok((count, oldest)) = outbox::backlog(db).await {
+            self.backlog.set(count);
+            let age = oldest.map_or(0.0, |at| (now() - at).as_seconds_f64().max(0.0));
+            self.oldest_age.set(age);
+        }
+    }
+}
+
+/// The relay of one service, as a background task.
+pub fn task(
+    db: Database,
+    settings: EventSettings,
+    metrics: OutboxMetrics,
+    service: &'static str,
+) -> BackgroundTask {
+    Box::new(move |shutdown| tokio::spawn(run(db, settings, metrics, service, shutdown)))
+}
+
+async fn run(
+    db: Database,
+    settings: EventSettings,
+    metrics: OutboxMetrics,
+    service: &'static str,
+    shutdown: CancellationToken,
+) {
+    let Some(bus) = settings.bus().await else {
+        tracing::warn!(
+            service,
+            "no NATS_URL: events stay in the outbox until a bus is configured"
+        );
+        while !sleep_or_stop(Duration::from_secs(5), &shutdown).await {
+            metrics.refresh(&db).await;
+        }
+        return;
+    };
+    tracing::info!(service, bus = bus.describe(), "relaying the outbox");
+    let mut backoff = POLL;
+    let mut failing = false;
+    let mut stream_ready = false;
+    let (mut refreshed, mut pruned) = (Instant::now(), Instant::now());
+    loop {
+        if !stream_ready {
+            stream_ready = bus.ensure_stream().await.is_ok();
+        }
+        let pause = match pass(&db, &bus).await {
+            Ok(published) => {
+                if failing {
+                    tracing::info!(service, "publishing events again");
+                    failing = false;
+                }
+                backoff = POLL;
+                metrics.published.inc_by(published as u64);
+                if published as i64 == BATCH {
+                    Duration::ZERO
+                } else {
+                    POLL
+                }
+            }
+            Err(err) => {
+                metrics.failures.inc();
+                if !failing {
+                    tracing::warn!(service, error = %format!("{err:#}"), "cannot publish events; retrying with backoff");
+                    failing = true;
+                }
+                stream_ready = false;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff
+            }
+        };
+        if refreshed.elapsed() >= Duration::from_secs(1) {
+            metrics.refresh(&db).await;
+            refreshed = Instant::now();
+        }
+        if pruned.elapsed() >= Duration::from_secs(60) {
+            prune(&db, &settings).await;
+            pruned = Instant::now();
+        }
+        if sleep_or_stop(pause, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// True when shutdown came first.
+async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(pause) => false,
+    }
+}
+
+async fn prune(db: &Database, settings: &EventSettings) {
+    let Ok(retention) = chrono::Duration::from_std(settings.retention) else {
+        return;
+    };
+    match outbox::prune(db, now() - retention).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "published events pruned from the outbox"),
+        Err(err) => tracing::warn!(error = %err, "outbox pruning failed"),
+    }
+}
+
+/// One pass: the oldest unpublished events, published in order; stops at the
+/// first failure, keeping what was published before it. Returns how many.
+async fn pass(db: &Database, bus: &Bus) -> anyhow::Result<usize> {
+    match db {
+        Database::Postgres(_) => {
+            let mut transaction = db.begin().await?;
+            let locked: bool = transaction
+                .query_one(
+                    "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                    &[&RELAY_LOCK],
+                )
+                .await?
+                .get("locked")?;
+            if !locked {
+                // Another replica is relaying.
+                return Ok(0);
+            }
+            let outcome = publish_batch(&mut transaction, bus).await;
+            transaction.commit().await?;
+            finish(db, outcome).await
+        }
+        Database::Sqlite(_) => {
+            let mut connection = db.connection().await?;
+            let outcome = publish_batch(&mut connection, bus).await;
+            drop(connection);
+            finish(db, outcome).await
+        }
+    }
+}
+
+/// What a batch did: how many were published, and the failure that stopped it.
+struct Outcome {
+    published: usize,
+    failed: Option<(i64, anyhow::Error)>,
+}
+
+async fn publish_batch(connection: &mut Connection, bus: &Bus) -> Outcome {
+    let batch = match outbox::unpublished(connection, BATCH).await {
+        Ok(batch) => batch,
+        Err(err) => {
+            return Outcome {
+                published: 0,
+                failed: Some((0, err.into())),
+            };
+        }
+    };
+    let mut published = 0;
+    for pending in batch {
+        if let Err(err) = bus
+            .publish(&pending.subject, &pending.event_id, &pending.event)
+            .await
+        {
+            return Outcome {
+                published,
+                failed: Some((pending.seq, err)),
+            };
+        }
+        if let Err(err) = outbox::mark_published(connection, pending.seq).await {
+            // Published but not marked: it goes out again, and the bus (or the
+            // consumer) drops the duplicate by its event id.
+            return Outcome {
+                published,
+                failed: Some((0, err.into())),
+            };
+        }
+        published += 1;
+    }
+    Outcome {
+        published,
+        failed: None,
+    }
+}
+
+async fn finish(db: &Database, outcome: Outcome) -> anyhow::Result<usize> {
+    match outcome.failed {
+        None => Ok(outcome.published),
+        Some((seq, err)) => {
+            if seq > 0 {
+                let _ = outbox::count_failure(db, seq).await;
+            }
+            Err(err)
+        }
+    }
+}
