@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::db::DbError;
-use crate::pagination::PageMeta;
+use crate::pagination::{CursorMeta, PageMeta};
 
 /// One invalid field of a request, named as the client sent it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -43,7 +43,15 @@ struct Envelope<'a, T> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<&'a PageMeta>,
+    meta: Option<&'a Meta>,
+}
+
+/// The `meta` of a list: numbered pages, or keyset pages that go on from a cursor.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Meta {
+    Page(PageMeta),
+    Cursor(CursorMeta),
 }
 
 /// A successful answer: status, `data` and, for lists, `meta`.
@@ -51,7 +59,7 @@ struct Envelope<'a, T> {
 pub struct ApiResponse<T> {
     status: StatusCode,
     data: T,
-    meta: Option<PageMeta>,
+    meta: Option<Meta>,
 }
 
 impl<T: Serialize> ApiResponse<T> {
@@ -78,7 +86,16 @@ impl<T: Serialize> ApiResponse<T> {
         Self {
             status: StatusCode::OK,
             data,
-            meta: Some(meta),
+            meta: Some(Meta::Page(meta)),
+        }
+    }
+
+    /// 200 with one keyset page of `data` and the cursor of the next, if any.
+    pub fn cursor_page(data: T, meta: CursorMeta) -> Self {
+        Self {
+            status: StatusCode::OK,
+            data,
+            meta: Some(Meta::Cursor(meta)),
         }
     }
 }
@@ -408,5 +425,24 @@ mod tests {
         assert_eq!(body["meta"]["total_pages"], 3);
         assert_eq!(body["data"], serde_json::json!([1, 2]));
         assert!(body.get("error").is_none());
+    }
+
+    #[tokio::test]
+    async fn cursor_page_names_the_next_cursor_only_when_there_is_one() {
+        let more = CursorMeta {
+            page_size: 2,
+            next_cursor: Some("abc".to_owned()),
+        };
+        let body = body_json(ApiResponse::cursor_page(vec![1, 2], more).into_response()).await;
+        assert_eq!(
+            body["meta"],
+            serde_json::json!({"page_size": 2, "next_cursor": "abc"})
+        );
+        let last = CursorMeta {
+            page_size: 2,
+            next_cursor: None,
+        };
+        let body = body_json(ApiResponse::cursor_page(vec![3], last).into_response()).await;
+        assert_eq!(body["meta"], serde_json::json!({"page_size": 2}));
     }
 }

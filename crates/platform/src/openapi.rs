@@ -14,7 +14,7 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Requir
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::FieldError;
-use crate::pagination::PageMeta;
+use crate::pagination::{CursorMeta, PageMeta};
 
 /// Every error answer: `{"success":false,"error":{…}}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,6 +67,15 @@ pub struct PageEnvelope<T: ToSchema> {
     pub success: bool,
     pub data: Vec<T>,
     pub meta: PageMeta,
+}
+
+/// A successful keyset page: `{"success":true,"data":[…],"meta":{"page_size","next_cursor"?}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CursorPageEnvelope<T: ToSchema> {
+    /// Always `true`.
+    pub success: bool,
+    pub data: Vec<T>,
+    pub meta: CursorMeta,
 }
 
 /// The answer of `DELETE`.

@@ -72,6 +72,17 @@ pub struct PageMeta {
     pub total_count: u64,
 }
 
+/// Metadata of a keyset page: lists that go on from a cursor instead of a page
+/// number, so a page stays stable while rows are added in front of it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
+pub struct CursorMeta {
+    pub page_size: u64,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub next_cursor: Option<String>,
+}
+
 /// The `WHERE` clause of a listing whose filters are optional: each condition is
 /// added with its value, and its `?` becomes the next `$n` placeholder.
 pub struct Filter<'a> {

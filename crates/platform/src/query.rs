@@ -54,6 +54,38 @@ impl<F: DeserializeOwned + Validate> ListQuery<F> {
     }
 }
 
+/// A query without page numbers (a keyset listing, say): the struct `F` alone,
+/// read as strictly as [`ListQuery`] reads its filter.
+#[derive(Debug, Clone)]
+pub struct StrictQuery<F>(pub F);
+
+impl<S, F> FromRequestParts<S> for StrictQuery<F>
+where
+    S: Send + Sync,
+    F: DeserializeOwned + Validate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Self::from_query(parts.uri.query().unwrap_or(""))
+    }
+}
+
+impl<F: DeserializeOwned + Validate> StrictQuery<F> {
+    /// Reads a raw query string (without the `?`).
+    ///
+    /// # Errors
+    /// 400 naming every bad parameter.
+    pub fn from_query(query: &str) -> Result<Self, ApiError> {
+        let pairs = QueryPairs::parse(query)?;
+        let mut errors = Vec::new();
+        match pairs.decode::<F>(&mut errors) {
+            Some(value) if errors.is_empty() => Ok(Self(value)),
+            _ => Err(pairs.in_query_order(errors)),
+        }
+    }
+}
+
 /// The decoded `name=value` pairs of a query string, each name at most once.
 #[derive(Debug, Clone, Default)]
 struct QueryPairs(Vec<(String, String)>);
@@ -276,6 +308,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn a_strict_query_has_no_page_parameters_of_its_own() {
+        let StrictQuery(filter) = StrictQuery::<Filter>::from_query("page=x&n=2").unwrap();
+        assert_eq!(filter.number.map(|n| n.get()), Some(2));
+        let err = StrictQuery::<Filter>::from_query("n=0&active=1&n=2").unwrap_err();
+        assert!(
+            err.to_string().contains("n: must be given only once"),
+            "{err}"
+        );
+        let err = StrictQuery::<Filter>::from_query("active=1&n=0").unwrap_err();
+        assert_eq!(fields(err), ["active", "n"]);
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub struct Config {
     pub breaker: BreakerSettings,
     pub verifier: OrderVerifierSettings,
     pub auth: AuthSettings,
+    pub events: platform::events::EventSettings,
 }
 
 /// How order-service checks tokens and proves itself to user-service.
@@ -112,6 +113,7 @@ impl ServiceConfig for Config {
             breaker,
             verifier,
             auth,
+            events: platform::events::EventSettings::from_env(&shared)?,
         })
     }
 }

@@ -19,9 +19,11 @@ use serde_json::json;
 
 use breaker::state_name;
 use config::Config;
-use platform::app::{Composition, Service};
+use platform::app::{BackgroundTask, Composition, Service};
 use platform::auth::{Verifier as TokenVerifier, failure_counter};
 use platform::db::{Database, Migrations};
+use platform::events::relay::{self, OutboxMetrics};
+use platform::events::{Handler, consumer};
 use platform::server::Platform;
 use routes::AppState;
 use service_token::ServiceToken;
@@ -70,16 +72,9 @@ impl Service for OrderService {
             user_client::http_client(config.user_service_timeout),
             failure_counter(&platform.metrics, Self::NAME),
         ));
-        let jwks_refresh = config.auth.jwks.refresh_interval;
-        let refresher = Arc::clone(&tokens);
-        let verifier = Verifier::new(
-            db.clone(),
-            users.clone(),
-            config.verifier,
-            &platform.metrics,
-        );
-        let breaker = users.clone();
         tracing::info!(user_service = %config.user_service_url, jwks = %config.auth.jwks.url, "order-service configured");
+        let background = background_work(&config, &db, &users, &tokens, platform);
+        let breaker = users.clone();
         Composition {
             api: routes::router(AppState { db, users }).layer(tokens.layer()),
             // Informational only: order-service stays healthy while user-service is down.
@@ -89,12 +84,52 @@ impl Service for OrderService {
                     "user_service_credentials": token.status(),
                 })
             })),
-            background: vec![
-                Box::new(move |shutdown| verifier.spawn(shutdown)),
-                Box::new(move |shutdown| refresher.spawn_refresh(jwks_refresh, shutdown)),
-            ],
+            background,
         }
     }
+}
+
+/// What runs beside the API: the re-verification of unverified orders, the
+/// JWKS refresh, the outbox relay, and the consumer of user events (a user
+/// deleted or deactivated has its pending orders cancelled).
+fn background_work(
+    config: &Config,
+    db: &Database,
+    users: &UserClient,
+    tokens: &Arc<TokenVerifier>,
+    platform: &Platform,
+) -> Vec<BackgroundTask> {
+    let verifier = Verifier::new(
+        db.clone(),
+        users.clone(),
+        config.verifier.clone(),
+        &platform.metrics,
+    );
+    let refresher = Arc::clone(tokens);
+    let refresh_every = config.auth.jwks.refresh_interval;
+    let outbox = OutboxMetrics::register(&platform.metrics, OrderService::NAME);
+    let mut work: Vec<BackgroundTask> = vec![
+        Box::new(move |shutdown| verifier.spawn(shutdown)),
+        Box::new(move |shutdown| refresher.spawn_refresh(refresh_every, shutdown)),
+        relay::task(
+            db.clone(),
+            config.events.clone(),
+            outbox,
+            OrderService::NAME,
+        ),
+    ];
+    let orders = db.clone();
+    let on_user: Handler = Arc::new(move |event| {
+        let db = orders.clone();
+        Box::pin(async move { service::on_user_event(&db, event).await })
+    });
+    work.extend(consumer::subscribe(
+        &config.events,
+        "order-service",
+        "events.users.*",
+        on_user,
+    ));
+    work
 }
 
 /// A bound, ready-to-run order-service.

@@ -74,6 +74,18 @@ impl Order {
     }
 }
 
+impl Order {
+    /// The resource an event about this order names.
+    pub fn resource(&self) -> (&'static str, String) {
+        ("order", self.id.to_string())
+    }
+
+    /// What events say about an order: what the API shows.
+    pub fn event_payload(&self) -> serde_json::Value {
+        serde_json::to_value(OrderResponse::from(self.clone())).unwrap_or_default()
+    }
+}
+
 /// Where an order is in its life. Stored as lower-case text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

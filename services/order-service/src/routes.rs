@@ -19,6 +19,7 @@ use crate::service::{embedded_user, place_order};
 use crate::store;
 use crate::user_client::UserClient;
 use platform::auth::Role;
+use platform::events::Origin;
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
 use platform::pagination::PageQuery;
 use platform::{ApiError, ApiJson, ApiResponse, ApiResult, Caller, ListQuery, PathId, RequestId};
@@ -120,15 +121,8 @@ async fn create_order(
     ApiJson(request): ApiJson<CreateOrderRequest>,
 ) -> ApiResult<OrderWithUser> {
     let user_id = buyer(&caller, request.user_id)?;
-    let (order, user) = place_order(
-        &state.db,
-        &state.users,
-        &request,
-        user_id,
-        caller.subject(),
-        request_id,
-    )
-    .await?;
+    let origin = Origin::request(Some(&caller), request_id);
+    let (order, user) = place_order(&state.db, &state.users, &request, user_id, &origin).await?;
     tracing::info!(
         order_id = order.id,
         verified = order.user_verified,
@@ -211,6 +205,7 @@ async fn list_orders(
 async fn update_order(
     State(state): State<AppState>,
     caller: Caller,
+    RequestId(request_id): RequestId,
     PathId(id): PathId,
     ApiJson(request): ApiJson<UpdateOrderRequest>,
 ) -> ApiResult<OrderResponse> {
@@ -223,7 +218,8 @@ async fn update_order(
             ));
         }
     }
-    let order = store::change_status(&state.db, id, request.status, caller.subject()).await?;
+    let origin = Origin::request(Some(&caller), request_id);
+    let order = store::change_status(&state.db, id, request.status, &origin).await?;
     tracing::info!(order_id = id, status = %order.status, "order status set");
     Ok(ApiResponse::ok(order.into()))
 }
@@ -240,10 +236,11 @@ async fn update_order(
 async fn delete_order(
     State(state): State<AppState>,
     caller: Caller,
+    RequestId(request_id): RequestId,
     PathId(id): PathId,
 ) -> ApiResult<Deleted> {
     caller.require_admin("deleting an order")?;
-    store::soft_delete(&state.db, id, caller.subject()).await?;
+    store::soft_delete(&state.db, id, &Origin::request(Some(&caller), request_id)).await?;
     tracing::info!(order_id = id, "order deleted");
     Ok(ApiResponse::ok(Deleted {
         id,

@@ -1,6 +1,7 @@
 //! Order creation and reading, where the order store and user-service meet.
 
 use platform::db::Database;
+use platform::events::{Event, Origin};
 
 use crate::error::OrderError;
 use crate::model::{CreateOrderRequest, Order};
@@ -19,18 +20,17 @@ pub async fn place_order(
     users: &UserClient,
     request: &CreateOrderRequest,
     user_id: i64,
-    created_by: &str,
-    request_id: Option<String>,
+    origin: &Origin,
 ) -> Result<(Order, Option<RemoteUser>), OrderError> {
-    match users.get_user(user_id, request_id).await {
+    match users.get_user(user_id, origin.request_id.clone()).await {
         Ok(UserLookup::Found(user)) if user.active => {
-            let order = store::insert(db, request, user_id, true, created_by).await?;
+            let order = store::insert(db, request, user_id, true, origin).await?;
             Ok((order, Some(user)))
         }
         Ok(UserLookup::Found(_)) => Err(OrderError::UserNotActive),
         Ok(UserLookup::NotFound) => Err(OrderError::UserNotFound),
         Err(err) => {
-            let order = store::insert(db, request, user_id, false, created_by).await?;
+            let order = store::insert(db, request, user_id, false, origin).await?;
             tracing::warn!(order_id = order.id, user_id, error = %err,
                 "user-service unavailable; order accepted unverified");
             Ok((order, None))
@@ -49,4 +49,31 @@ pub async fn embedded_user(
         Ok(UserLookup::Found(user)) => Some(user),
         Ok(UserLookup::NotFound) | Err(_) => None,
     }
+}
+
+/// What order-service does when a user goes away: its pending orders are
+/// cancelled, by `system`, joined to the request that caused it. Other events
+/// are ignored. Idempotent, so redelivery is harmless.
+///
+/// # Errors
+/// When the database cannot take it (the event is then delivered again).
+pub async fn on_user_event(db: &Database, event: Event) -> anyhow::Result<()> {
+    let reason = match event.event_type.as_str() {
+        "user.deleted" => "user deleted",
+        "user.deactivated" => "user deactivated",
+        _ => return Ok(()),
+    };
+    let Ok(user_id) = event.resource_id.parse::<i64>() else {
+        tracing::warn!(event_id = %event.id, resource_id = event.resource_id, "user event without a user id");
+        return Ok(());
+    };
+    let origin = Origin {
+        request_id: event.request_id.clone(),
+        ..Origin::system()
+    };
+    let cancelled = store::cancel_pending_of_user(db, user_id, reason, &origin).await?;
+    if cancelled > 0 {
+        tracing::info!(user_id, cancelled, reason, "pending orders cancelled");
+    }
+    Ok(())
 }

@@ -5,7 +5,9 @@ use std::sync::LazyLock;
 
 use platform::PageRequest;
 use platform::db::{Database, DbError, SqlParam, now};
+use platform::events::{Event, Origin, outbox};
 use platform::pagination::{Filter, fetch_page};
+use serde_json::json;
 
 use crate::error::OrderError;
 use crate::model::{CreateOrderRequest, Order, OrderFilter, OrderStatus};
@@ -46,6 +48,15 @@ static UNVERIFIED: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+static CANCEL_PENDING_OF_USER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE orders SET status = 'cancelled', status_reason = $2, updated_at = $3, \
+         updated_by = 'system' \
+         WHERE user_id = $1 AND status = 'pending' AND deleted_at IS NULL RETURNING {}",
+        Order::COLUMNS
+    )
+});
+
 const MARK_VERIFIED: &str = "UPDATE orders SET user_verified = TRUE, updated_at = $2 WHERE id = $1 AND user_verified = FALSE";
 
 /// Cancels the order if it still can be cancelled, else only records why it should
@@ -66,18 +77,19 @@ static REJECT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Inserts a pending order for `user_id`; `user_verified` records whether
-/// user-service vouched for the user, `created_by` is the caller's subject.
-#[tracing::instrument(level = "debug", skip(db, request, created_by))]
+/// Inserts a pending order for `user_id` and its `order.created` event in one
+/// transaction; `user_verified` records whether user-service vouched for the
+/// user, `created_by` is the origin's subject.
+#[tracing::instrument(level = "debug", skip(db, request, origin))]
 pub async fn insert(
     db: &Database,
     request: &CreateOrderRequest,
     user_id: i64,
     user_verified: bool,
-    created_by: &str,
+    origin: &Origin,
 ) -> Result<Order, DbError> {
     let product_id: &String = &request.product_id;
-    let created_by = created_by.to_owned();
+    let created_by = origin.subject();
     let params: [&dyn SqlParam; 8] = [
         &user_id,
         &product_id,
@@ -88,8 +100,13 @@ pub async fn insert(
         &now(),
         &created_by,
     ];
-    let row = db.query_one(&INSERT, &params).await?;
-    Order::from_row(&row)
+    let mut transaction = db.begin().await?;
+    let row = transaction.query_one(&INSERT, &params).await?;
+    let order = Order::from_row(&row)?;
+    let event = origin.event("order.created", order.resource(), order.event_payload());
+    outbox::record(&mut transaction, &event).await?;
+    transaction.commit().await?;
+    Ok(order)
 }
 
 /// The live order with this id.
@@ -139,12 +156,12 @@ pub async fn list(
 ///
 /// The write is conditional on the status it was read with, so of two concurrent
 /// updates only one can win; the loser gets 409 naming both statuses.
-#[tracing::instrument(level = "debug", skip(db, updated_by))]
+#[tracing::instrument(level = "debug", skip(db, origin))]
 pub async fn change_status(
     db: &Database,
     id: i64,
     next: OrderStatus,
-    updated_by: &str,
+    origin: &Origin,
 ) -> Result<Order, OrderError> {
     let current = find(db, id).await?;
     if current.status == next {
@@ -156,7 +173,7 @@ pub async fn change_status(
             to: next,
         });
     }
-    let updated_by = updated_by.to_owned();
+    let updated_by = origin.subject();
     let params: [&dyn SqlParam; 5] = [
         &id,
         &current.status.as_str(),
@@ -164,10 +181,20 @@ pub async fn change_status(
         &now(),
         &updated_by,
     ];
-    match db.query_opt(&CHANGE_STATUS, &params).await? {
-        Some(row) => Ok(Order::from_row(&row)?),
+    let mut transaction = db.begin().await?;
+    match transaction.query_opt(&CHANGE_STATUS, &params).await? {
+        Some(row) => {
+            let order = Order::from_row(&row)?;
+            let event = status_changed(origin, &order, current.status, None);
+            outbox::record(&mut transaction, &event).await?;
+            transaction.commit().await?;
+            Ok(order)
+        }
         // Someone changed it between our read and write: report what it is now.
-        None => match find(db, id).await?.status {
+        None => match {
+            drop(transaction);
+            find(db, id).await?.status
+        } {
             now if now == next => Err(OrderError::ConcurrentlyChanged(now)),
             now => Err(OrderError::Transition {
                 from: now,
@@ -177,16 +204,60 @@ pub async fn change_status(
     }
 }
 
-/// Marks the order deleted; a second delete finds nothing.
-#[tracing::instrument(level = "debug", skip(db, deleted_by))]
-pub async fn soft_delete(db: &Database, id: i64, deleted_by: &str) -> Result<(), OrderError> {
-    match db
-        .execute(SOFT_DELETE, &[&id, &now(), &deleted_by.to_owned()])
+/// The `order.status_changed` event of `order` (already changed) from `from`.
+fn status_changed(
+    origin: &Origin,
+    order: &Order,
+    from: OrderStatus,
+    reason: Option<&str>,
+) -> Event {
+    let payload =
+        json!({"from": from, "to": order.status, "reason": reason, "user_id": order.user_id});
+    origin.event("order.status_changed", order.resource(), payload)
+}
+
+/// Marks the order deleted, with its `order.deleted` event; a second delete finds nothing.
+#[tracing::instrument(level = "debug", skip(db, origin))]
+pub async fn soft_delete(db: &Database, id: i64, origin: &Origin) -> Result<(), OrderError> {
+    let mut transaction = db.begin().await?;
+    let deleted_by = origin.subject();
+    if transaction
+        .execute(SOFT_DELETE, &[&id, &now(), &deleted_by])
         .await?
+        == 0
     {
-        0 => Err(OrderError::NotFound(id)),
-        _ => Ok(()),
+        return Err(OrderError::NotFound(id));
     }
+    let event = origin.event(
+        "order.deleted",
+        ("order", id.to_string()),
+        json!({"id": id}),
+    );
+    outbox::record(&mut transaction, &event).await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Cancels the user's pending orders (the user was deleted or deactivated),
+/// each with its `order.status_changed` event by `system`, in one transaction.
+/// Idempotent: a second call finds nothing pending. Returns how many.
+#[tracing::instrument(level = "debug", skip(db, origin))]
+pub async fn cancel_pending_of_user(
+    db: &Database,
+    user_id: i64,
+    reason: &str,
+    origin: &Origin,
+) -> Result<u64, DbError> {
+    let mut transaction = db.begin().await?;
+    let params: [&dyn SqlParam; 3] = [&user_id, &reason.to_owned(), &now()];
+    let rows = transaction.query(&CANCEL_PENDING_OF_USER, &params).await?;
+    for row in &rows {
+        let order = Order::from_row(row)?;
+        let event = status_changed(origin, &order, OrderStatus::Pending, Some(reason));
+        outbox::record(&mut transaction, &event).await?;
+    }
+    transaction.commit().await?;
+    Ok(rows.len() as u64)
 }
 
 /// The oldest live orders whose user is not yet verified.
@@ -222,11 +293,28 @@ pub async fn reject_unverified(db: &Database, ids: &[i64], reason: &str) -> Resu
     let at = now();
     let (mut cancelled, mut too_late) = (0u64, 0u64);
     let mut transaction = db.begin().await?;
+    let lock = if db.backend_name() == "postgres" {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let read = format!("SELECT {} FROM orders WHERE id = $1{lock}", Order::COLUMNS);
     for id in ids {
+        // Read (and on PostgreSQL lock) first: the event names the status it left.
+        let Some(before) = transaction.query_opt(&read, &[id]).await? else {
+            continue;
+        };
+        let before = Order::from_row(&before)?;
         let params: [&dyn SqlParam; 5] = [id, &reason, &too_late_reason, &cancelled_status, &at];
         if let Some(row) = transaction.query_opt(&REJECT, &params).await? {
             if row.get::<bool>("cancelled")? {
                 cancelled += 1;
+                let after = Order {
+                    status: OrderStatus::Cancelled,
+                    ..before.clone()
+                };
+                let event = status_changed(&Origin::system(), &after, before.status, Some(reason));
+                outbox::record(&mut transaction, &event).await?;
             } else {
                 too_late += 1;
             }
@@ -276,7 +364,7 @@ mod tests {
         async fn the_column_list_is_the_table_and_from_row_reads_it_back(backend) {
             let body = r#"{"user_id":7,"product_id":"P-1","quantity":3,"total_price":12.34}"#;
             let (_database, db, request) = database_and(backend, body).await;
-            let order = insert(&db, &request, 7, false, "tests").await.unwrap();
+            let order = insert(&db, &request, 7, false, &Origin::system()).await.unwrap();
             let row = db.query_one("SELECT * FROM orders WHERE id = $1", &[&order.id]).await.unwrap();
             let mut table = row.column_names();
             table.sort();
@@ -291,8 +379,8 @@ mod tests {
         async fn a_rejected_batch_is_written_in_one_transaction(backend) {
             let body = r#"{"user_id":7,"product_id":"P-1","quantity":1,"total_price":1}"#;
             let (_database, db, request) = database_and(backend, body).await;
-            let first = insert(&db, &request, 7, false, "7").await.unwrap();
-            let second = insert(&db, &request, 7, false, "7").await.unwrap();
+            let first = insert(&db, &request, 7, false, &Origin::system()).await.unwrap();
+            let second = insert(&db, &request, 7, false, &Origin::system()).await.unwrap();
             let cancelled = reject_unverified(&db, &[first.id, second.id], "user not found").await.unwrap();
             assert_eq!(cancelled, 2);
             for id in [first.id, second.id] {

@@ -16,6 +16,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub auth: AuthConfig,
+    pub events: platform::events::EventSettings,
 }
 
 impl ServiceConfig for Config {
@@ -33,6 +34,7 @@ impl ServiceConfig for Config {
         Ok(Self {
             http: HttpSettings::from_env(&env, SERVICE_NAME, 8081)?,
             auth: AuthConfig::from_env(&Env::new("", lookup), &env, &database)?,
+            events: platform::events::EventSettings::from_env(&Env::new("", lookup))?,
             database,
         })
     }

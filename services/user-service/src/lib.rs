@@ -19,6 +19,7 @@ use jsonwebtoken::jwk::JwkSet;
 use platform::app::{Composition, Service};
 use platform::auth::{KeySet, Verifier, failure_counter};
 use platform::db::{Database, Migrations};
+use platform::events::relay::{self, OutboxMetrics};
 use platform::server::Platform;
 
 use auth::IdentityProvider;
@@ -36,7 +37,7 @@ pub struct AppState {
     pub auth: Arc<IdentityProvider>,
 }
 
-/// The user service: its API over its database, nothing in the background.
+/// The user service: its API over its database, and the relay of its outbox.
 pub struct UserService;
 
 impl Service for UserService {
@@ -67,10 +68,15 @@ impl Service for UserService {
             keys,
             failure_counter(&platform.metrics, Self::NAME),
         ));
+        let outbox = OutboxMetrics::register(&platform.metrics, Self::NAME);
         Composition {
-            api: routes::router(AppState { db, auth }).layer(verifier.layer()),
+            api: routes::router(AppState {
+                db: db.clone(),
+                auth,
+            })
+            .layer(verifier.layer()),
             health_info: None,
-            background: Vec::new(),
+            background: vec![relay::task(db, config.events, outbox, Self::NAME)],
         }
     }
 }

@@ -52,6 +52,18 @@ impl User {
     }
 }
 
+impl User {
+    /// The resource an event about this user names.
+    pub fn resource(&self) -> (&'static str, String) {
+        ("user", self.id.to_string())
+    }
+
+    /// What events say about a user: what the API shows (never the hash).
+    pub fn event_payload(&self) -> serde_json::Value {
+        serde_json::to_value(UserResponse::from(self.clone())).unwrap_or_default()
+    }
+}
+
 /// What a user may do: `user` acts on its own data, `admin` on everyone's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +204,21 @@ pub struct UpdateUserRequest {
 }
 
 impl UpdateUserRequest {
+    /// The names of the fields this request changes (never their values for
+    /// the password), for the `user.updated` event.
+    pub fn field_names(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("age", self.age.is_some()),
+            ("active", self.active.is_some()),
+            ("password", self.password.is_some()),
+            ("role", self.role.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.name.is_none()
             && self.age.is_none()

@@ -16,9 +16,10 @@ use crate::auth;
 use crate::error::UserError;
 use crate::model::{CreateUserRequest, UpdateUserRequest, UserFilter, UserResponse, UserRole};
 use crate::store;
+use platform::events::Origin;
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
 use platform::pagination::PageQuery;
-use platform::{ApiError, ApiJson, ApiResponse, ApiResult, Caller, ListQuery, PathId};
+use platform::{ApiError, ApiJson, ApiResponse, ApiResult, Caller, ListQuery, PathId, RequestId};
 
 /// The OpenAPI document, generated from the handlers and types below.
 #[derive(utoipa::OpenApi)]
@@ -84,13 +85,11 @@ fn require_self_or_admin(caller: &Caller, id: i64) -> Result<(), ApiError> {
 async fn create_user(
     State(state): State<AppState>,
     caller: Option<Caller>,
+    RequestId(request_id): RequestId,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> ApiResult<UserResponse> {
-    let created_by = match &caller {
-        Some(caller) => {
-            caller.require_admin("creating a user")?;
-            Some(caller.subject().to_owned())
-        }
+    match &caller {
+        Some(caller) => caller.require_admin("creating a user")?,
         None if !state.auth.open_registration => {
             return Err(ApiError::Unauthorized {
                 message: "registration is closed; this operation needs a bearer token".to_owned(),
@@ -106,13 +105,14 @@ async fn create_user(
         None if request.role.is_some_and(|role| role != UserRole::User) => {
             return Err(ApiError::Forbidden("only an admin may set role".to_owned()));
         }
-        None => None,
-    };
+        None => {}
+    }
     let password_hash = match &request.password {
         Some(password) => Some(password.hash().await.map_err(ApiError::Internal)?),
         None => None,
     };
-    let user = store::insert(&state.db, &request, password_hash, created_by).await?;
+    let origin = Origin::request(caller.as_ref(), request_id);
+    let user = store::insert(&state.db, &request, password_hash, &origin).await?;
     tracing::info!(user_id = user.id, "user created");
     Ok(ApiResponse::created(user.into()))
 }
@@ -170,6 +170,7 @@ async fn list_users(
 async fn update_user(
     State(db): State<Database>,
     caller: Caller,
+    RequestId(request_id): RequestId,
     PathId(id): PathId,
     ApiJson(changes): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<UserResponse> {
@@ -181,14 +182,8 @@ async fn update_user(
         Some(password) => Some(password.hash().await.map_err(ApiError::Internal)?),
         None => None,
     };
-    let user = store::update(
-        &db,
-        id,
-        &changes,
-        password_hash,
-        caller.subject().to_owned(),
-    )
-    .await?;
+    let origin = Origin::request(Some(&caller), request_id);
+    let user = store::update(&db, id, &changes, password_hash, &origin).await?;
     tracing::info!(user_id = id, "user updated");
     Ok(ApiResponse::ok(user.into()))
 }
@@ -235,10 +230,11 @@ async fn check_own_changes(
 async fn delete_user(
     State(db): State<Database>,
     caller: Caller,
+    RequestId(request_id): RequestId,
     PathId(id): PathId,
 ) -> ApiResult<Deleted> {
     require_self_or_admin(&caller, id)?;
-    store::soft_delete(&db, id, caller.subject().to_owned()).await?;
+    store::soft_delete(&db, id, &Origin::request(Some(&caller), request_id)).await?;
     tracing::info!(user_id = id, "user deleted");
     Ok(ApiResponse::ok(Deleted {
         id,

@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use platform::PageRequest;
 use platform::db::{Database, SqlParam, now};
+use platform::events::{Origin, outbox};
 use platform::pagination::{Filter, fetch_page};
 
 use crate::error::UserError;
@@ -58,16 +59,17 @@ pub struct Credentials {
     pub password_hash: Option<String>,
 }
 
-/// Inserts a user; the partial unique index decides duplicates, so two racing
-/// requests cannot both win. `created_by` is the caller's subject (none for
-/// self-registration).
+/// Inserts a user and its `user.created` event in one transaction; the partial
+/// unique index decides duplicates, so two racing requests cannot both win.
+/// `created_by` is the origin's subject (none for self-registration).
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn insert(
     db: &Database,
     request: &CreateUserRequest,
     password_hash: Option<String>,
-    created_by: Option<String>,
+    origin: &Origin,
 ) -> Result<User, UserError> {
+    let created_by = origin.subject();
     let email: &String = &request.email;
     let name: &String = &request.name;
     let role = request.role.unwrap_or_default().as_str().to_owned();
@@ -80,7 +82,8 @@ pub async fn insert(
         &role,
         &created_by,
     ];
-    let row = db
+    let mut transaction = db.begin().await?;
+    let row = transaction
         .query_one(&INSERT, &params)
         .await
         .map_err(|err| match err {
@@ -89,7 +92,11 @@ pub async fn insert(
             }
             other => other.into(),
         })?;
-    Ok(User::from_row(&row)?)
+    let user = User::from_row(&row)?;
+    let event = origin.event("user.created", user.resource(), user.event_payload());
+    outbox::record(&mut transaction, &event).await?;
+    transaction.commit().await?;
+    Ok(user)
 }
 
 /// The live user with this id.
@@ -172,19 +179,22 @@ fn like_pattern(term: &str) -> String {
     format!("%{escaped}%")
 }
 
-/// Applies the given changes in one statement and returns the updated user.
-/// The password arrives hashed; `updated_by` is the caller's subject.
-#[tracing::instrument(level = "debug", skip(db, changes, password_hash))]
+/// Applies the given changes in one statement, with their event (`user.deactivated`
+/// when `active` becomes false, else `user.updated`, naming the changed fields)
+/// in the same transaction, and returns the updated user. The password arrives
+/// hashed; `updated_by` is the origin's subject.
+#[tracing::instrument(level = "debug", skip(db, changes, password_hash, origin))]
 pub async fn update(
     db: &Database,
     id: i64,
     changes: &UpdateUserRequest,
     password_hash: Option<String>,
-    updated_by: String,
+    origin: &Origin,
 ) -> Result<User, UserError> {
     if changes.is_empty() {
         return find(db, id).await;
     }
+    let updated_by = origin.subject();
     let name = changes
         .name
         .clone()
@@ -201,19 +211,47 @@ pub async fn update(
         &role,
         &updated_by,
     ];
-    match db.query_opt(&UPDATE, &params).await? {
-        Some(row) => Ok(User::from_row(&row)?),
-        None => Err(UserError::NotFound(id)),
-    }
+    let mut transaction = db.begin().await?;
+    let Some(row) = transaction.query_opt(&UPDATE, &params).await? else {
+        return Err(UserError::NotFound(id));
+    };
+    let user = User::from_row(&row)?;
+    let event_type = if changes.active == Some(false) {
+        "user.deactivated"
+    } else {
+        "user.updated"
+    };
+    let mut payload = user.event_payload();
+    payload["changed"] = serde_json::json!(changes.field_names());
+    outbox::record(
+        &mut transaction,
+        &origin.event(event_type, user.resource(), payload),
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(user)
 }
 
-/// Marks the user deleted; a second delete finds nothing.
-#[tracing::instrument(level = "debug", skip(db))]
-pub async fn soft_delete(db: &Database, id: i64, deleted_by: String) -> Result<(), UserError> {
-    match db.execute(SOFT_DELETE, &[&id, &now(), &deleted_by]).await? {
-        0 => Err(UserError::NotFound(id)),
-        _ => Ok(()),
+/// Marks the user deleted, with its `user.deleted` event; a second delete finds nothing.
+#[tracing::instrument(level = "debug", skip(db, origin))]
+pub async fn soft_delete(db: &Database, id: i64, origin: &Origin) -> Result<(), UserError> {
+    let mut transaction = db.begin().await?;
+    let deleted_by = origin.subject();
+    if transaction
+        .execute(SOFT_DELETE, &[&id, &now(), &deleted_by])
+        .await?
+        == 0
+    {
+        return Err(UserError::NotFound(id));
     }
+    let event = origin.event(
+        "user.deleted",
+        ("user", id.to_string()),
+        serde_json::json!({"id": id}),
+    );
+    outbox::record(&mut transaction, &event).await?;
+    transaction.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

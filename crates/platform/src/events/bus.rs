@@ -24,6 +24,11 @@ pub struct EventSettings {
     pub in_process: Option<Arc<InProcessBus>>,
     /// `EVENTS_OUTBOX_RETENTION` (seconds): how long published rows are kept.
     pub retention: Duration,
+    /// `NATS_STREAM` (default `EVENTS`) and `NATS_SUBJECT_PREFIX` (default
+    /// `events`): a deployment (or a test) may keep its events apart from
+    /// others on a shared NATS.
+    pub stream: String,
+    pub subject_prefix: String,
 }
 
 impl std::fmt::Debug for EventSettings {
@@ -32,6 +37,8 @@ impl std::fmt::Debug for EventSettings {
             .field("nats_url", &self.nats_url)
             .field("in_process", &self.in_process.is_some())
             .field("retention", &self.retention)
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
             .finish()
     }
 }
@@ -44,6 +51,10 @@ impl EventSettings {
             nats_url: env.raw("NATS_URL"),
             in_process: None,
             retention: env.fractional_seconds_or("EVENTS_OUTBOX_RETENTION", 86_400.0)?,
+            stream: env.raw("NATS_STREAM").unwrap_or_else(|| STREAM.to_owned()),
+            subject_prefix: env
+                .raw("NATS_SUBJECT_PREFIX")
+                .unwrap_or_else(|| "events".to_owned()),
         })
     }
 
@@ -60,7 +71,11 @@ impl EventSettings {
                 Ok(client) => {
                     let mut context = jetstream::new(client);
                     context.set_timeout(Duration::from_secs(2));
-                    Some(Bus::Nats(context))
+                    Some(Bus::Nats(NatsBus {
+                        context,
+                        stream: self.stream.clone(),
+                        prefix: self.subject_prefix.clone(),
+                    }))
                 }
                 Err(err) => {
                     tracing::error!(url, error = %err, "NATS_URL cannot be used");
@@ -75,8 +90,27 @@ impl EventSettings {
 /// A bus to publish to and subscribe on.
 #[derive(Clone)]
 pub enum Bus {
-    Nats(jetstream::Context),
+    Nats(NatsBus),
     InProcess(Arc<InProcessBus>),
+}
+
+/// JetStream, with the stream and subject prefix of this deployment.
+#[derive(Clone)]
+pub struct NatsBus {
+    pub context: jetstream::Context,
+    pub stream: String,
+    pub prefix: String,
+}
+
+impl NatsBus {
+    /// The subject on this deployment of a canonical `events.<domain>.<what>`
+    /// subject (or filter).
+    pub fn subject(&self, canonical: &str) -> String {
+        match canonical.strip_prefix("events") {
+            Some(rest) => format!("{}{rest}", self.prefix),
+            None => canonical.to_owned(),
+        }
+    }
 }
 
 impl Bus {
@@ -85,18 +119,18 @@ impl Bus {
     /// # Errors
     /// When JetStream cannot be reached or refuses the stream.
     pub async fn ensure_stream(&self) -> anyhow::Result<()> {
-        if let Self::Nats(context) = self {
-            context
+        if let Self::Nats(nats) = self {
+            nats.context
                 .get_or_create_stream(jetstream::stream::Config {
-                    name: STREAM.to_owned(),
-                    subjects: SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
+                    name: nats.stream.clone(),
+                    subjects: SUBJECTS.iter().map(|s| nats.subject(s)).collect(),
                     // Redeliveries of the same event id within this window are dropped.
                     duplicate_window: Duration::from_secs(120),
                     max_age: Duration::from_secs(7 * 24 * 3600),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot create stream {STREAM}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("cannot create stream {}: {e}", nats.stream))?;
         }
         Ok(())
     }
@@ -109,11 +143,11 @@ impl Bus {
     /// When it was not taken; the relay tries again.
     pub async fn publish(&self, subject: &str, event_id: &str, json: &str) -> anyhow::Result<()> {
         match self {
-            Self::Nats(context) => {
+            Self::Nats(nats) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", event_id);
-                context
-                    .publish_with_headers(subject.to_owned(), headers, json.to_owned().into())
+                nats.context
+                    .publish_with_headers(nats.subject(subject), headers, json.to_owned().into())
                     .await?
                     .await?;
                 Ok(())

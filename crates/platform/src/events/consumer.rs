@@ -10,8 +10,8 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::{Bus, Handler};
-use super::{Event, EventSettings, STREAM};
+use super::bus::{Bus, Handler, NatsBus};
+use super::{Event, EventSettings};
 use crate::app::BackgroundTask;
 
 /// How long JetStream waits for an acknowledgement before delivering again.
@@ -63,14 +63,14 @@ async fn consume(
     handler: Handler,
     shutdown: CancellationToken,
 ) {
-    let Bus::Nats(context) = bus else {
+    let Bus::Nats(nats) = bus else {
         return;
     };
     let mut backoff = Duration::from_millis(200);
     loop {
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
-            result = consume_once(&context, durable, filter, &handler, &shutdown) => result,
+            result = consume_once(&nats, durable, filter, &handler, &shutdown) => result,
         };
         match result {
             Ok(()) => return,
@@ -87,23 +87,24 @@ async fn consume(
 }
 
 async fn consume_once(
-    context: &jetstream::Context,
+    nats: &NatsBus,
     durable: &str,
     filter: &str,
     handler: &Handler,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    Bus::Nats(context.clone()).ensure_stream().await?;
-    let stream = context
-        .get_stream(STREAM)
+    Bus::Nats(nats.clone()).ensure_stream().await?;
+    let stream = nats
+        .context
+        .get_stream(&nats.stream)
         .await
-        .map_err(|e| anyhow::anyhow!("stream {STREAM}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("stream {}: {e}", nats.stream))?;
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
             durable,
             jetstream::consumer::pull::Config {
                 durable_name: Some(durable.to_owned()),
-                filter_subject: filter.to_owned(),
+                filter_subject: nats.subject(filter),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: ACK_WAIT,
                 ..Default::default()

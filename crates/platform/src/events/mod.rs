@@ -18,11 +18,13 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 
-pub use bus::{Bus, EventSettings, InProcessBus};
+pub use bus::{Bus, EventSettings, Handler, InProcessBus, NatsBus};
 
-/// The JetStream stream every service publishes to and consumers read from.
+/// The JetStream stream every service publishes to and consumers read from
+/// (`NATS_STREAM` changes it).
 pub const STREAM: &str = "EVENTS";
-/// The subjects of [`STREAM`]: `events.<domain>.<what>`.
+/// The subjects of [`STREAM`]: `events.<domain>.<what>` (`NATS_SUBJECT_PREFIX`
+/// replaces `events`).
 pub const SUBJECTS: [&str; 3] = ["events.users.*", "events.orders.*", "events.auth.*"];
 
 /// One thing that happened. Never holds a password, hash or token.
@@ -83,6 +85,53 @@ impl Actor {
             sub: "system".to_owned(),
             roles: Vec::new(),
         }
+    }
+}
+
+/// Where a change comes from: who (the actor) and which request. Stores take it
+/// to write the change's event and its `created_by` / `updated_by`.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub actor: Actor,
+    pub request_id: Option<String>,
+}
+
+impl Origin {
+    /// A request's origin: its caller (or anonymous) and its request id.
+    pub fn request(caller: Option<&Caller>, request_id: Option<String>) -> Self {
+        Self {
+            actor: Actor::of_optional(caller),
+            request_id,
+        }
+    }
+
+    /// Background work of the service itself.
+    pub fn system() -> Self {
+        Self {
+            actor: Actor::system(),
+            request_id: None,
+        }
+    }
+
+    /// The subject recorded as `created_by` / `updated_by`; none for anonymous.
+    pub fn subject(&self) -> Option<String> {
+        (self.actor.sub != "anonymous").then(|| self.actor.sub.clone())
+    }
+
+    /// An event of this origin.
+    pub fn event(
+        &self,
+        event_type: &str,
+        resource: (&str, String),
+        payload: serde_json::Value,
+    ) -> Event {
+        Event::new(
+            event_type,
+            self.actor.clone(),
+            resource,
+            self.request_id.clone(),
+            payload,
+        )
     }
 }
 

@@ -96,4 +96,24 @@ impl TestAuth {
             keys: vec![self.key.public_jwk().clone()],
         }
     }
+
+    /// Serves [`Self::jwks`] at `/.well-known/jwks.json` on a loopback port until
+    /// the test's runtime ends, and returns its base URL: the stand-in issuer of a
+    /// service that only verifies tokens.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub async fn serve_jwks(&self) -> String {
+        let jwks = self.jwks();
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || std::future::ready(axum::Json(jwks.clone()))),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("bound address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
 }

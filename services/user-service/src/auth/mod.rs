@@ -15,10 +15,12 @@ use axum::response::IntoResponse;
 use ipnet::IpNet;
 use jsonwebtoken::jwk::JwkSet;
 use platform::auth::{ClientCredentials, Role, Secret};
+use platform::events::{Actor, Origin, outbox};
 use platform::openapi::{DataEnvelope, ErrorEnvelope};
-use platform::{ApiError, ApiJson, ApiResponse, ApiResult};
+use platform::{ApiError, ApiJson, ApiResponse, ApiResult, RequestId};
 use prometheus::IntCounterVec;
 use serde::Deserialize;
+use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -145,6 +147,7 @@ fn refused(message: &str) -> ApiError {
 pub async fn issue_token(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RequestId(request_id): RequestId,
     headers: HeaderMap,
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> ApiResult<TokenResponse> {
@@ -155,7 +158,12 @@ pub async fn issue_token(
             auth.client_roles(&request.client_id, &request.client_secret)
                 .ok_or_else(|| refused("invalid client credentials"))
         })
-        .await?;
+        .await;
+    if matches!(allowed, Err(ApiError::Unauthorized { .. })) {
+        let payload = json!({"grant": "client_credentials", "client_id": request.client_id});
+        record_failure(&state, request_id.clone(), payload).await;
+    }
+    let allowed = allowed?;
     let roles = match request.roles {
         None => allowed.to_vec(),
         Some(asked) if asked.is_empty() => {
@@ -175,6 +183,21 @@ pub async fn issue_token(
         }
     };
     let token = auth.issuer.issue(&request.client_id, &roles)?;
+    let origin = Origin {
+        actor: Actor {
+            sub: request.client_id.clone(),
+            roles: token.roles.clone(),
+        },
+        request_id,
+    };
+    record_issued(
+        &state,
+        &origin,
+        ("client", request.client_id.clone()),
+        "client_credentials",
+        &token,
+    )
+    .await?;
     tracing::info!(client_id = request.client_id, roles = ?token.roles, "token issued");
     Ok(ApiResponse::ok(token))
 }
@@ -189,6 +212,7 @@ pub async fn issue_token(
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RequestId(request_id): RequestId,
     headers: HeaderMap,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> ApiResult<TokenResponse> {
@@ -210,13 +234,58 @@ pub async fn login(
                 _ => Err(refused("invalid email or password")),
             }
         })
-        .await?;
+        .await;
+    if matches!(user, Err(ApiError::Unauthorized { .. })) {
+        let payload = json!({"grant": "password", "email": request.email.as_str()});
+        record_failure(&state, request_id.clone(), payload).await;
+    }
+    let user = user?;
     auth.throttle.reset(&email_key);
     let token = auth
         .issuer
         .issue(&user.id.to_string(), &[user.role.token_role()])?;
+    let origin = Origin {
+        actor: Actor {
+            sub: user.id.to_string(),
+            roles: token.roles.clone(),
+        },
+        request_id,
+    };
+    record_issued(
+        &state,
+        &origin,
+        ("user", user.id.to_string()),
+        "password",
+        &token,
+    )
+    .await?;
     tracing::info!(user_id = user.id, "user logged in");
     Ok(ApiResponse::ok(token))
+}
+
+/// `auth.token_issued`: who got a token, how, with which roles, until when
+/// (never the token itself).
+async fn record_issued(
+    state: &AppState,
+    origin: &Origin,
+    resource: (&str, String),
+    grant: &str,
+    token: &TokenResponse,
+) -> Result<(), ApiError> {
+    let payload = json!({"grant": grant, "roles": token.roles, "expires_at": token.expires_at});
+    let event = origin.event("auth.token_issued", resource, payload);
+    outbox::record_alone(&state.db, &event).await?;
+    Ok(())
+}
+
+/// `auth.login_failed`, by an anonymous actor. A failure to record it is
+/// logged and does not change the 401.
+async fn record_failure(state: &AppState, request_id: Option<String>, payload: serde_json::Value) {
+    let origin = Origin::request(None, request_id);
+    let event = origin.event("auth.login_failed", ("auth", "login".to_owned()), payload);
+    if let Err(err) = outbox::record_alone(&state.db, &event).await {
+        tracing::warn!(error = %err, "auth.login_failed event not recorded");
+    }
 }
 
 /// The public keys tokens are signed with (RFC 7517), for every service to verify them.
