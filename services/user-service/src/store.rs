@@ -283,7 +283,7 @@ mod tests {
         let database = TestDatabase::create(backend).await;
         let db = migrated(&database.url).await;
         let request: CreateUserRequest = platform::body::parse_json(body.as_bytes()).unwrap();
-        let user = insert(&db, &request, None, Some("tests".to_owned()))
+        let user = insert(&db, &request, None, &Origin::system())
             .await
             .unwrap();
         (database, db, user)
