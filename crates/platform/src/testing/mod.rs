@@ -1,21 +1,26 @@
 //! Test support shared by the services' integration tests (feature `testing`):
 //! a fresh database per test on either backend, an HTTP client that reads our
 //! envelope, a throwaway PostgreSQL cluster to stop under load, a bounded load
-//! generator, and a macro that runs a test body on SQLite and on PostgreSQL.
+//! generator, a NATS stream of its own, and a macro that runs a test body on
+//! SQLite and on PostgreSQL.
 
 mod auth;
 mod cluster;
 mod database;
+mod events;
 mod http;
 mod load;
+mod nats;
 
 pub use auth::TestAuth;
 pub use cluster::{Outage, TemporaryPostgres, database_outage_under_load, free_port};
 pub use database::{Backend, TestDatabase, admin_url, connect};
+pub use events::{TestStream, nats_url};
 pub use http::{
     INTERNALS, TestClient, TestResponse, assert_no_internals, client_from, metric_value,
 };
 pub use load::{Answer, Load, created_ids};
+pub use nats::TemporaryNats;
 
 use serde_json::Value;
 

@@ -43,18 +43,26 @@ pub struct UserService {
     pub client: TestClient,
     backend: Backend,
     database: TestDatabase,
+    /// Extra variables it runs with (kept for restarts).
+    extra: Vec<(String, String)>,
     shutdown: CancellationToken,
     stopped: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl UserService {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Starts it with extra variables (say `NATS_URL`).
+    pub async fn start_with(backend: Backend, extra: &[(String, String)]) -> Self {
         let database = TestDatabase::create(backend).await;
-        let (client, shutdown, stopped) = Self::run(&database.url, 0).await;
+        let (client, shutdown, stopped) = Self::run(&database.url, 0, extra).await;
         Self {
             client,
             backend,
             database,
+            extra: extra.to_vec(),
             shutdown,
             stopped: Some(stopped),
         }
@@ -63,6 +71,7 @@ impl UserService {
     async fn run(
         url: &str,
         port: u16,
+        extra: &[(String, String)],
     ) -> (
         TestClient,
         CancellationToken,
@@ -76,6 +85,7 @@ impl UserService {
             ("USER_SERVICE_DATABASE_URL", url),
         ]);
         vars.extend(TEST_AUTH.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        vars.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let config = user_service::config::Config::from_lookup(&|name: &str| {
             vars.get(name).map(|v| (*v).to_owned())
         })
@@ -104,7 +114,7 @@ impl UserService {
     /// Starts it again on the same port, over the same data.
     pub async fn restart(&mut self) {
         let (client, shutdown, stopped) =
-            Self::run(&self.database.url, self.client.address.port()).await;
+            Self::run(&self.database.url, self.client.address.port(), &self.extra).await;
         self.client = client;
         self.shutdown = shutdown;
         self.stopped = Some(stopped);
@@ -116,6 +126,11 @@ impl UserService {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Where it keeps its users (and its outbox), for reading behind its back.
+    pub fn database_url(&self) -> &str {
+        &self.database.url
     }
 
     /// Creates a user and returns its id.

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod access;
+mod events;
 mod faults;
 mod helpers;
 mod orders;
