@@ -3,6 +3,7 @@
 
 mod abuse;
 mod access;
+mod bus_faults;
 mod events;
 mod faults;
 mod helpers;
