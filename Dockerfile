@@ -2,6 +2,7 @@
 # repository root (the workspace has path dependencies between crates):
 #   docker build -t user-service:latest  --build-arg SERVICE=user-service  --build-arg PORT=8081 .
 #   docker build -t order-service:latest --build-arg SERVICE=order-service --build-arg PORT=8082 .
+#   docker build -t audit-log-service:latest --build-arg SERVICE=audit-log-service --build-arg PORT=8083 .
 #
 # Stages:
 #   builder  - compiles the dependencies in their own cached layer (manifests plus stub
@@ -32,11 +33,13 @@ COPY Cargo.toml Cargo.lock ./
 COPY crates/platform/Cargo.toml crates/platform/Cargo.toml
 COPY services/user-service/Cargo.toml services/user-service/Cargo.toml
 COPY services/order-service/Cargo.toml services/order-service/Cargo.toml
+COPY services/audit-log-service/Cargo.toml services/audit-log-service/Cargo.toml
 RUN set -eux; \
-    mkdir -p src crates/platform/src services/user-service/src services/order-service/src; \
+    mkdir -p src crates/platform/src; \
     echo 'fn main() {}' > src/main.rs; \
     touch crates/platform/src/lib.rs; \
-    for svc in user-service order-service; do \
+    for svc in user-service order-service audit-log-service; do \
+        mkdir -p "services/$svc/src"; \
         touch "services/$svc/src/lib.rs"; \
         echo 'fn main() {}' > "services/$svc/src/main.rs"; \
     done; \

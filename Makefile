@@ -10,7 +10,7 @@ COMPOSE ?= $(shell if $(DOCKER) compose version >/dev/null 2>&1; then echo "$(DO
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run run-user run-order dev-user dev-order test test-user test-order \
+.PHONY: help build run run-user run-order run-audit dev-user dev-order dev-audit test test-user test-order test-audit \
 	lint format vet api-test bench bench-smoke soak soak-smoke deps install-tools secrets docker-build docker-up docker-down docker-clean \
 	validate-ops clean require-docker require-compose require-bacon require-clippy \
 	require-rustfmt
@@ -22,10 +22,10 @@ help: ## Show all available commands
 
 ## ---- Build and run -------------------------------------------------------
 
-build: ## Build the launcher and both service binaries (release, one build)
+build: ## Build the launcher and the service binaries (release, one build)
 	$(CARGO) build --release --workspace
 
-run: ## Run the whole system (both services) on the embedded default
+run: ## Run the whole system (every service, one process) on the embedded default
 	$(CARGO) run --release
 
 run-user: ## Run user service
@@ -34,11 +34,17 @@ run-user: ## Run user service
 run-order: ## Run order service
 	$(CARGO) run --release -p order-service
 
+run-audit: ## Run audit-log service
+	$(CARGO) run --release -p audit-log-service
+
 dev-user: require-bacon ## Run user service with hot reload (bacon, see bacon.toml)
 	bacon --headless user-service
 
 dev-order: require-bacon ## Run order service with hot reload (bacon, see bacon.toml)
 	bacon --headless order-service
+
+dev-audit: require-bacon ## Run audit-log service with hot reload (bacon, see bacon.toml)
+	bacon --headless audit-log-service
 
 ## ---- Quality -------------------------------------------------------------
 
@@ -50,6 +56,9 @@ test-user: ## Run user service tests
 
 test-order: ## Run order service tests
 	$(CARGO) test -p order-service --locked
+
+test-audit: ## Run audit-log service tests (needs NATS on 127.0.0.1:4222 too)
+	$(CARGO) test -p audit-log-service --locked
 
 lint: require-clippy ## Run clippy with warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -110,13 +119,15 @@ secrets: ## Once: a signing key in ./secrets and client secrets in ./.env (compo
 	@grep -q '^AUTH_SERVICE_CLIENT_SECRET=.' .env || (echo "AUTH_SERVICE_CLIENT_SECRET=$$(openssl rand -hex 24)" >> .env \
 		&& echo "added AUTH_SERVICE_CLIENT_SECRET to .env")
 
-docker-build: require-docker ## Build both service images
+docker-build: require-docker ## Build the service images
 	$(DOCKER) build -t user-service:latest --build-arg SERVICE=user-service --build-arg PORT=8081 .
 	$(DOCKER) build -t order-service:latest --build-arg SERVICE=order-service --build-arg PORT=8082 .
+	$(DOCKER) build -t audit-log-service:latest --build-arg SERVICE=audit-log-service --build-arg PORT=8083 .
 
-docker-up: require-compose ## Start Docker containers (services, databases, Prometheus, Grafana)
+docker-up: require-compose ## Start Docker containers (services, databases, NATS, Prometheus, Grafana)
 	$(COMPOSE) up -d --build
 	@echo "user-service  http://localhost:8081   order-service http://localhost:8082"
+	@echo "audit-log-service http://localhost:8083   nats     nats://localhost:4222"
 	@echo "prometheus    http://localhost:9090   grafana       http://localhost:3000 (admin/admin)"
 
 docker-down: require-compose ## Stop Docker containers

@@ -224,7 +224,10 @@ HELPER = re.compile(r"\(\s*&?(\w*env)\s*,\s*\"([A-Z][A-Z0-9_]*)\"")
 DIRECT = re.compile(r"env::var(?:_os)?\(\s*\"([A-Z][A-Z0-9_]*)\"")
 # AUTH_* names are passed around as literals (client_credentials(env, "AUTH_CLIENT_ID", ...)).
 AUTH_LITERAL = re.compile(r"\"(AUTH_[A-Z0-9_]+)\"")
-SERVICE_PREFIX = {"user-service": "USER_SERVICE", "order-service": "ORDER_SERVICE"}
+SERVICE_PREFIX = {"user-service": "USER_SERVICE", "order-service": "ORDER_SERVICE",
+                  "audit-log-service": "AUDIT_LOG_SERVICE"}
+# Settings every service shares, read without a prefix: identity and the event bus.
+SHARED_PREFIXES = ("AUTH_", "NATS_", "EVENTS_")
 
 
 def service_variables(root):
@@ -248,8 +251,8 @@ def service_variables(root):
         for recv, suffix in CALL.findall(text) + HELPER.findall(text):
             if recv == "self":
                 continue
-            # The shared identity settings are never prefixed (every service reads them).
-            if suffix.startswith("AUTH_"):
+            # The shared identity and event settings are never prefixed (every service reads them).
+            if suffix.startswith(SHARED_PREFIXES):
                 names.add(suffix)
                 continue
             prefixes = [receivers[recv]] if receivers.get(recv) is not None else default
@@ -306,14 +309,17 @@ CONTRACT = {
     "user_service": {},
     "order_service": {"circuit_breaker_state": "gauge", "user_client_requests_total": "counter",
                       "order_verifications_total": "counter"},
+    "audit_log_service": {"events_stored_total": "counter", "events_duplicate_total": "counter",
+                          "consumer_lag": "gauge"},
 }
 COMMON = {"requests_total": "counter", "request_duration_seconds": "histogram",
           "errors_total": "counter", "requests_in_flight": "gauge",
           "rate_limited_total": "counter", "rate_limiter_clients": "gauge"}
 
 
-def cmd_metrics_contract(user_metrics, order_metrics):
-    for prefix, path in (("user_service", user_metrics), ("order_service", order_metrics)):
+def cmd_metrics_contract(user_metrics, order_metrics, audit_metrics):
+    for prefix, path in (("user_service", user_metrics), ("order_service", order_metrics),
+                         ("audit_log_service", audit_metrics)):
         _, types = parse_exposition([path])
         expected = {f"{prefix}_{k}": v for k, v in {**COMMON, **CONTRACT[prefix]}.items()}
         bad = [f"{name} ({typ})" for name, typ in sorted(expected.items()) if types.get(name) != typ]
@@ -322,8 +328,8 @@ def cmd_metrics_contract(user_metrics, order_metrics):
 
 
 # ---- PromQL expressions in rules, rule tests and the dashboard ------------------------
-IDENT = re.compile(r"(?<![A-Za-z0-9_:])((?:user|order)_service_[A-Za-z0-9_:]*)")
-SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])((?:user|order)_service_[A-Za-z0-9_:]*)\s*\{([^}]*)\}")
+IDENT = re.compile(r"(?<![A-Za-z0-9_:])((?:user|order|audit_log)_service_[A-Za-z0-9_:]*)")
+SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])((?:user|order|audit_log)_service_[A-Za-z0-9_:]*)\s*\{([^}]*)\}")
 MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 TARGET_LABELS = {"job", "instance"}
@@ -407,7 +413,7 @@ def cmd_metric_refs(root, *metric_files):
                         problems.append(f"{where}: groups by '{lab}', which none of "
                                         f"{', '.join(sorted(set(idents)))} carries")
         if not names and label != "monitoring/alerts.test.yml":
-            problems.append("no user_service_/order_service_ metric referenced at all")
+            problems.append("no user_service_/order_service_/audit_log_service_ metric referenced at all")
         total_names |= names
         report(not problems, f"{label}: {len(names)} metric names ({len(exprs)} expressions) exist in live /metrics",
                problems)
@@ -469,21 +475,23 @@ def cmd_dashboard(root, rules_out):
     Path(rules_out).write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
 
 
-def cmd_prom_config(root, out, user_addr, order_addr, prom_addr):
+def cmd_prom_config(root, out, user_addr, order_addr, audit_addr, prom_addr):
     """The real monitoring/prometheus.yml, pointed at the live services, scraping every second."""
     cfg = yaml.safe_load(Path(root, "monitoring/prometheus.yml").read_text())
     cfg.setdefault("global", {}).update({"scrape_interval": "1s", "evaluation_interval": "1s",
                                          "scrape_timeout": "1s"})
     cfg["rule_files"] = [str(Path(root, "monitoring", f)) for f in cfg.get("rule_files", [])]
     cfg.pop("alerting", None)
-    addrs = {"user-service": user_addr, "order-service": order_addr, "prometheus": prom_addr}
+    addrs = {"user-service": user_addr, "order-service": order_addr, "audit-log-service": audit_addr,
+             "prometheus": prom_addr}
     jobs = set()
     for sc in cfg.get("scrape_configs", []):
         jobs.add(sc["job_name"])
         for st in sc.get("static_configs", []):
             st["targets"] = [addrs[sc["job_name"]]]
-    missing = {"user-service", "order-service"} - jobs
-    report(not missing, "monitoring/prometheus.yml scrapes both services (jobs user-service, order-service)",
+    missing = set(SERVICE_PREFIX) - jobs
+    report(not missing, "monitoring/prometheus.yml scrapes every service (jobs user-service, order-service, "
+           "audit-log-service)",
            [f"missing jobs: {missing}"] if missing else [])
     Path(out).write_text(yaml.safe_dump(cfg))
 
@@ -498,15 +506,16 @@ def cmd_prom_live(root, base):
     up = {}
     while time.time() < deadline:
         try:
-            res = http_json(f"{base}/api/v1/query?query=" + urllib.parse.quote('up{job=~"user-service|order-service"}'))
+            jobs = "|".join(SERVICE_PREFIX)
+            res = http_json(f"{base}/api/v1/query?query=" + urllib.parse.quote(f'up{{job=~"{jobs}"}}'))
             up = {r["metric"]["job"]: r["value"][1] for r in res["data"]["result"]}
-            if up.get("user-service") == "1" and up.get("order-service") == "1":
+            if all(up.get(job) == "1" for job in SERVICE_PREFIX):
                 break
         except OSError:
             pass
         time.sleep(0.5)
-    ok = up.get("user-service") == "1" and up.get("order-service") == "1"
-    report(ok, "prometheus scrapes both live services with monitoring/prometheus.yml (up == 1)",
+    ok = all(up.get(job) == "1" for job in SERVICE_PREFIX)
+    report(ok, "prometheus scrapes every live service with monitoring/prometheus.yml (up == 1)",
            [] if ok else [f"up: {up}"])
     time.sleep(4)  # a few scrapes, so that rate() has samples
     problems, empty, count = [], [], 0
@@ -543,14 +552,16 @@ def cmd_compose(root):
     c = yaml.safe_load((root / "docker-compose.yml").read_text())
     s = c.get("services", {})
     problems = []
-    for name in ("user-db", "order-db", "user-service", "order-service", "prometheus", "grafana"):
+    wanted = ("user-db", "order-db", "audit-db", "nats", "user-service", "order-service", "audit-log-service",
+              "prometheus", "grafana")
+    for name in wanted:
         if name not in s:
             problems.append(f"service '{name}' missing")
-    report(not problems, "compose has user-db, order-db, user-service, order-service, prometheus, grafana", problems)
+    report(not problems, f"compose has {', '.join(wanted)}", problems)
     if problems:
         return
     top_volumes = set((c.get("volumes") or {}).keys())
-    for db, dbname in (("user-db", "userdb"), ("order-db", "orderdb")):
+    for db, dbname in (("user-db", "userdb"), ("order-db", "orderdb"), ("audit-db", "auditdb")):
         d, p = s[db], []
         if not str(d.get("image", "")).startswith("postgres:16"):
             p.append(f"image {d.get('image')} (want postgres:16)")
@@ -562,7 +573,20 @@ def cmd_compose(root):
         if dbname not in str(d.get("environment", {}).get("POSTGRES_DB", "")):
             p.append(f"POSTGRES_DB is not {dbname}")
         report(not p, f"compose {db}: postgres:16, healthcheck, named volume, database {dbname}", p)
-    for svc, db, prefix in (("user-service", "user-db", "USER_SERVICE"), ("order-service", "order-db", "ORDER_SERVICE")):
+    n, p = s["nats"], []
+    if not str(n.get("image", "")).startswith("nats:2."):
+        p.append(f"image {n.get('image')} (want nats:2.x)")
+    command = n.get("command", [])
+    command = command.split() if isinstance(command, str) else command
+    store = command[command.index("-sd") + 1] if "-sd" in command[:-1] else None
+    if "-js" not in command or store is None:
+        p.append(f"command {command} does not enable JetStream with a store directory (-js -sd DIR)")
+    vols = [v.split(":") for v in n.get("volumes", []) if isinstance(v, str)]
+    if not any(v[0] in top_volumes and v[1:2] == [store] for v in vols):
+        p.append(f"the JetStream store directory {store} is not on a named volume")
+    report(not p, "compose nats: JetStream with its store on a named volume", p)
+    for svc, db, prefix in (("user-service", "user-db", "USER_SERVICE"), ("order-service", "order-db", "ORDER_SERVICE"),
+                            ("audit-log-service", "audit-db", "AUDIT_LOG_SERVICE")):
         d, p = s[svc], []
         build = d.get("build", {})
         dockerfile = root / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
@@ -576,10 +600,12 @@ def cmd_compose(root):
             env = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
         if env.get(f"{prefix}_DB_HOST") != db:
             p.append(f"{prefix}_DB_HOST is not {db}")
+        if env.get("NATS_URL") != "nats://nats:4222":
+            p.append("NATS_URL is not nats://nats:4222")
         unknown = sorted(set(env) - known)
         if unknown:
             p.append(f"variables the services do not read: {', '.join(unknown)}")
-        report(not p, f"compose {svc}: built from {dockerfile.relative_to(root)}, waits for healthy {db}, "
+        report(not p, f"compose {svc}: built from {dockerfile.relative_to(root)}, waits for healthy {db}, NATS_URL, "
                f"{len(env)} contract variables", p)
     p = []
     for name, d in s.items():
@@ -617,7 +643,7 @@ def cmd_dockerfiles(root):
     ignore = [l.strip().rstrip("/") for l in (root / ".dockerignore").read_text().splitlines()
               if l.strip() and not l.startswith("#")]
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
-    for svc, port in (("user-service", "8081"), ("order-service", "8082")):
+    for svc, port in (("user-service", "8081"), ("order-service", "8082"), ("audit-log-service", "8083")):
         path = root / "Dockerfile"
         ins = dockerfile_instructions(path)
         p = []
@@ -687,7 +713,7 @@ def cmd_k8s_policy(*files):
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
     deployments = by_kind.get("Deployment", {})
-    report({"user-service", "order-service"} <= set(deployments),
+    report(set(SERVICE_PREFIX) <= set(deployments),
            f"kubernetes objects: {', '.join(f'{len(v)} {k}' for k, v in sorted(by_kind.items()))}")
     for name, d in sorted(deployments.items()):
         p = []
@@ -745,7 +771,7 @@ def cmd_bacon(root):
     cfg = tomllib.loads(Path(root, "bacon.toml").read_text())
     jobs = cfg.get("jobs", {})
     p = []
-    for svc in ("user-service", "order-service"):
+    for svc in SERVICE_PREFIX:
         j = jobs.get(svc)
         if not j:
             p.append(f"no [jobs.{svc}]")
@@ -756,7 +782,7 @@ def cmd_bacon(root):
             p.append(f"[jobs.{svc}] is not a restartable long-running job")
         if f"bacon --headless {svc}" not in Path(root, "Makefile").read_text():
             p.append(f"Makefile dev target does not run 'bacon --headless {svc}'")
-    report(not p, "bacon.toml: hot-reload jobs user-service and order-service (used by make dev-*)", p)
+    report(not p, f"bacon.toml: hot-reload jobs {', '.join(SERVICE_PREFIX)} (used by make dev-*)", p)
 
 
 if __name__ == "__main__":
@@ -770,7 +796,7 @@ pycheck() { "$PY" "$CHECKS" "$@"; }
 # ---------------------------------------------------------------------------------------
 section "static checks: Makefile, bacon.toml, Dockerfiles, .env.example"
 
-MAKE_TARGETS=(help build run run-user run-order dev-user dev-order test test-user test-order lint
+MAKE_TARGETS=(help build run run-user run-order run-audit dev-user dev-order dev-audit test test-user test-order test-audit lint
     format vet deps install-tools docker-up docker-down docker-clean clean validate-ops api-test)
 help_out="$(make --no-print-directory help 2>&1)" || true
 missing=()
@@ -863,9 +889,9 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')" ||
     die "cargo metadata failed"
 if [[ "$OPS_PROFILE" == release ]]; then
-    BUILD=(cargo build --release -p user-service -p order-service)
+    BUILD=(cargo build --release -p user-service -p order-service -p audit-log-service)
 else
-    BUILD=(cargo build -p user-service -p order-service)
+    BUILD=(cargo build -p user-service -p order-service -p audit-log-service)
 fi
 BIN_DIR="$TARGET_DIR/$OPS_PROFILE"
 if [[ "${OPS_SKIP_BUILD:-}" == 1 ]]; then
@@ -877,25 +903,31 @@ else
         die "${BUILD[*]} failed"
     }
 fi
-for bin in user-service order-service; do
+for bin in user-service order-service audit-log-service; do
     [[ -x "$BIN_DIR/$bin" ]] || die "$BIN_DIR/$bin not found (build it: ${BUILD[*]})"
 done
-pass "binaries: $BIN_DIR/{user-service,order-service}"
+pass "binaries: $BIN_DIR/{user-service,order-service,audit-log-service}"
 
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 USER_PORT=$(free_port)
 ORDER_PORT=$(free_port)
+AUDIT_PORT=$(free_port)
 PROM_PORT=$(free_port)
 while [[ "$ORDER_PORT" == "$USER_PORT" ]]; do ORDER_PORT=$(free_port); done
-while [[ "$PROM_PORT" == "$USER_PORT" || "$PROM_PORT" == "$ORDER_PORT" ]]; do PROM_PORT=$(free_port); done
+while [[ "$AUDIT_PORT" == "$USER_PORT" || "$AUDIT_PORT" == "$ORDER_PORT" ]]; do AUDIT_PORT=$(free_port); done
+while [[ "$PROM_PORT" == "$USER_PORT" || "$PROM_PORT" == "$ORDER_PORT" || "$PROM_PORT" == "$AUDIT_PORT" ]]; do
+    PROM_PORT=$(free_port)
+done
 USER_URL="http://127.0.0.1:$USER_PORT"
 ORDER_URL="http://127.0.0.1:$ORDER_PORT"
+AUDIT_URL="http://127.0.0.1:$AUDIT_PORT"
 
 # Each service runs in its own directory holding a copy of .env.example as .env (so the
 # example is proven to load); the variables set here win over it.
-mkdir -p "$WORK/user" "$WORK/order"
+mkdir -p "$WORK/user" "$WORK/order" "$WORK/audit"
 cp .env.example "$WORK/user/.env"
 cp .env.example "$WORK/order/.env"
+cp .env.example "$WORK/audit/.env"
 
 start_order() {
     (cd "$WORK/order" && exec env \
@@ -906,6 +938,17 @@ start_order() {
         "$BIN_DIR/order-service") >"$WORK/order-service.log" 2>&1 &
     PIDS+=($!)
     ORDER_PID=$!
+}
+# Without NATS_URL (not set here, commented out in .env.example) it consumes nothing:
+# what is checked is its API, metrics and probes.
+start_audit() {
+    (cd "$WORK/audit" && exec env \
+        AUDIT_LOG_SERVICE_HOST=127.0.0.1 AUDIT_LOG_SERVICE_PORT="$AUDIT_PORT" \
+        AUDIT_LOG_SERVICE_DATABASE_URL="sqlite:$WORK/audit/audit-log-service.db" \
+        AUDIT_LOG_SERVICE_RATE_LIMIT=0 AUDIT_LOG_SERVICE_USER_SERVICE_URL="$USER_URL" \
+        "$BIN_DIR/audit-log-service") >"$WORK/audit-log-service.log" 2>&1 &
+    PIDS+=($!)
+    AUDIT_PID=$!
 }
 start_user() {
     (cd "$WORK/user" && exec env \
@@ -925,7 +968,7 @@ wait_live() { # NAME URL PID
     return 1
 }
 
-# One identity for both services, as a deployment sets it (each runs on its own
+# One identity for every service, as a deployment sets it (each runs on its own
 # SQLite file in its own directory, so generated secrets would not be shared).
 openssl genpkey -algorithm ed25519 -out "$WORK/live-signing-key.pem" 2>/dev/null || die "openssl genpkey failed"
 export AUTH_JWT_PRIVATE_KEY_FILE="$WORK/live-signing-key.pem"
@@ -961,6 +1004,9 @@ pass "user-service serves on $USER_URL (SQLite, .env.example loaded)"
 start_order
 wait_live order-service "$ORDER_URL" "$ORDER_PID" || die "order-service did not start (see order-service.log)"
 pass "order-service serves on $ORDER_URL (SQLite, .env.example loaded)"
+start_audit
+wait_live audit-log-service "$AUDIT_URL" "$AUDIT_PID" || die "audit-log-service did not start (see audit-log-service.log)"
+pass "audit-log-service serves on $AUDIT_URL (SQLite, .env.example loaded)"
 
 expect "GET /api/v1/users without a token" 401 GET "$USER_URL/api/v1/users"
 token_answer="$(http POST "$USER_URL/api/v1/auth/token" "{\"client_id\":\"operator\",\"client_secret\":\"$AUTH_CLIENT_SECRET\"}")"
@@ -978,6 +1024,13 @@ USER_ID="$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1].split(" ", 1
 expect "POST /api/v1/orders for user $USER_ID (user-service found)" 201 \
     POST "$ORDER_URL/api/v1/orders" "{\"user_id\":$USER_ID,\"product_id\":\"OPS-2\",\"quantity\":2,\"total_price\":19.98}"
 expect "GET /api/v1/users/987654321 (missing)" 404 GET "$USER_URL/api/v1/users/987654321"
+expect "GET /api/v1/audit-logs (admin, verified with user-service's JWKS)" 200 GET "$AUDIT_URL/api/v1/audit-logs"
+expect "GET /api/v1/audit-logs/<unknown event id>" 404 GET "$AUDIT_URL/api/v1/audit-logs/0190a5e4-0000-7000-8000-000000000000"
+expect "POST /api/v1/audit-logs (append-only: no write route)" 405 POST "$AUDIT_URL/api/v1/audit-logs" '{}'
+saved_token="$TOKEN"
+TOKEN=
+expect "GET /api/v1/audit-logs without a token" 401 GET "$AUDIT_URL/api/v1/audit-logs"
+TOKEN="$saved_token"
 expect "GET /api/v1/orders/987654321 (missing)" 404 GET "$ORDER_URL/api/v1/orders/987654321"
 
 # user-service away: order-service still verifies tokens with the keys it has, takes
@@ -995,11 +1048,17 @@ expect "GET user-service /health" 200 GET "$USER_URL/health"
 expect "GET order-service /health" 200 GET "$ORDER_URL/health"
 expect "GET user-service /health/ready" 200 GET "$USER_URL/health/ready"
 expect "GET order-service /health/ready" 200 GET "$ORDER_URL/health/ready"
+expect "GET audit-log-service /health" 200 GET "$AUDIT_URL/health"
+expect "GET audit-log-service /health/ready" 200 GET "$AUDIT_URL/health/ready"
 
 # The Dockerfiles' HEALTHCHECK command, run as the container would (port from the env).
-for svc in user-service order-service; do
+for svc in user-service order-service audit-log-service; do
     script="$(pycheck healthcheck-cmd Dockerfile)" || { fail "$svc HEALTHCHECK command not found"; continue; }
-    if [[ "$svc" == user-service ]]; then port=$USER_PORT; var=USER_SERVICE_PORT; else port=$ORDER_PORT; var=ORDER_SERVICE_PORT; fi
+    case "$svc" in
+        user-service) port=$USER_PORT; var=USER_SERVICE_PORT ;;
+        order-service) port=$ORDER_PORT; var=ORDER_SERVICE_PORT ;;
+        *) port=$AUDIT_PORT; var=AUDIT_LOG_SERVICE_PORT ;;
+    esac
     # As the image sets them: APP_SERVICE, and APP_PORT as the fallback port.
     image_env=(APP_SERVICE="$svc" APP_PORT="$PROM_PORT")
     if env "${image_env[@]}" "$var=$port" timeout 5 bash -c "$script" 2>/dev/null &&
@@ -1024,15 +1083,17 @@ done
 section "live metrics"
 curl -fsS "$USER_URL/metrics" >"$WORK/user-service.metrics" || die "GET $USER_URL/metrics failed"
 curl -fsS "$ORDER_URL/metrics" >"$WORK/order-service.metrics" || die "GET $ORDER_URL/metrics failed"
-check "promtool check metrics (user-service /metrics)" bash -c "promtool check metrics <'$WORK/user-service.metrics'"
-check "promtool check metrics (order-service /metrics)" bash -c "promtool check metrics <'$WORK/order-service.metrics'"
-pycheck metrics-contract "$WORK/user-service.metrics" "$WORK/order-service.metrics" || true
-pycheck metric-refs "$ROOT" "$WORK/user-service.metrics" "$WORK/order-service.metrics" || true
+curl -fsS "$AUDIT_URL/metrics" >"$WORK/audit-log-service.metrics" || die "GET $AUDIT_URL/metrics failed"
+for svc in user-service order-service audit-log-service; do
+    check "promtool check metrics ($svc /metrics)" bash -c "promtool check metrics <'$WORK/$svc.metrics'"
+done
+pycheck metrics-contract "$WORK/user-service.metrics" "$WORK/order-service.metrics" "$WORK/audit-log-service.metrics" || true
+pycheck metric-refs "$ROOT" "$WORK/user-service.metrics" "$WORK/order-service.metrics" "$WORK/audit-log-service.metrics" || true
 
 # ---------------------------------------------------------------------------------------
 section "live prometheus (monitoring/prometheus.yml + alerts.yml against the services)"
 pycheck prom-config "$ROOT" "$WORK/prometheus.yml" \
-    "127.0.0.1:$USER_PORT" "127.0.0.1:$ORDER_PORT" "127.0.0.1:$PROM_PORT" || true
+    "127.0.0.1:$USER_PORT" "127.0.0.1:$ORDER_PORT" "127.0.0.1:$AUDIT_PORT" "127.0.0.1:$PROM_PORT" || true
 check "promtool check config (live copy)" promtool check config "$WORK/prometheus.yml"
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prometheus-data" \
     --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
@@ -1053,10 +1114,13 @@ fi
 
 # ---------------------------------------------------------------------------------------
 section "shutdown"
-for pid in "$USER_PID" "$ORDER_PID"; do kill -TERM "$pid" 2>/dev/null || true; done
-for name in user-service order-service; do
-    pid=$USER_PID
-    [[ "$name" == order-service ]] && pid=$ORDER_PID
+for pid in "$USER_PID" "$ORDER_PID" "$AUDIT_PID"; do kill -TERM "$pid" 2>/dev/null || true; done
+for name in user-service order-service audit-log-service; do
+    case "$name" in
+        user-service) pid=$USER_PID ;;
+        order-service) pid=$ORDER_PID ;;
+        *) pid=$AUDIT_PID ;;
+    esac
     status=0
     wait "$pid" || status=$?
     if [[ "$status" == 0 ]]; then
