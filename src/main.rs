@@ -5,7 +5,10 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use platform::cli::ServiceConfig;
+use platform::events::InProcessBus;
 use tokio_util::sync::CancellationToken;
 
 type UserConfig = user_service::config::Config;
@@ -36,9 +39,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(
-    (user_config, mut order_config): (UserConfig, OrderConfig),
+    (mut user_config, mut order_config): (UserConfig, OrderConfig),
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Without a broker the services share an in-process bus, fed by the same
+    // outboxes and relays, so no event is lost and every consumer sees them.
+    if user_config.events.nats_url.is_none() {
+        let bus = Arc::new(InProcessBus::default());
+        user_config.events.in_process = Some(Arc::clone(&bus));
+        order_config.events.in_process = Some(bus);
+        tracing::info!("no NATS_URL: events are delivered in-process between the services");
+    }
     let users = user_service::Application::build(user_config, shutdown.clone()).await?;
     // Wire order-service to the user-service we just started, unless told otherwise.
     if std::env::var_os("ORDER_SERVICE_USER_SERVICE_URL").is_none() {
