@@ -207,3 +207,52 @@ mod tests {
         assert_eq!(auth.subject(), "events.auth.login_failed");
     }
 }
+
+/// The JSON Schema (2020-12) of an event, as committed in
+/// `docs/events/event.schema.json`; generated from [`Event`] so they cannot drift.
+pub fn json_schema() -> serde_json::Value {
+    use utoipa::PartialSchema;
+    let mut schema = serde_json::to_value(Event::schema()).unwrap_or_default();
+    let object = schema.as_object_mut().expect("an object schema");
+    object.insert(
+        "$schema".to_owned(),
+        "https://json-schema.org/draft/2020-12/schema".into(),
+    );
+    object.insert(
+        "$id".to_owned(),
+        "https://microservices.example/events/event.schema.json".into(),
+    );
+    object.insert("title".to_owned(), "Event".into());
+    object.insert(
+        "$defs".to_owned(),
+        serde_json::json!({ "Actor": serde_json::to_value(Actor::schema()).unwrap_or_default() }),
+    );
+    let text = schema
+        .to_string()
+        .replace("#/components/schemas/", "#/$defs/");
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod schema_tests {
+    /// `UPDATE_EVENT_SCHEMA=1 cargo test -p platform committed_event_schema` rewrites it.
+    #[test]
+    fn committed_event_schema_matches_the_code() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/events/event.schema.json");
+        let generated = super::json_schema();
+        if std::env::var_os("UPDATE_EVENT_SCHEMA").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+            std::fs::write(&path, text).unwrap();
+        }
+        let committed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).expect("docs/events/event.schema.json"),
+        )
+        .expect("JSON");
+        assert!(
+            committed == generated,
+            "docs/events/event.schema.json is stale: UPDATE_EVENT_SCHEMA=1 cargo test -p platform committed_event_schema"
+        );
+    }
+}
