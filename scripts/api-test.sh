@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Contract fuzzing: validates both OpenAPI documents, then runs Schemathesis with
+# Contract fuzzing: validates the OpenAPI documents, then runs Schemathesis with
 # every check, positive and negative data, a fixed seed and a bounded number of
 # examples per operation against each service on the embedded SQLite backend:
-# user-service alone, then order-service with a user-service behind it. Both
-# runs send an admin token; a second pass sends every operation without a token
+# user-service alone, then order-service with a user-service behind it, then
+# audit-log-service (a user-service behind it for the keys, a few entries in its
+# log). Every run sends an admin token; a second pass sends every operation without a token
 # and expects 401 from each protected one and no 401 from the public ones.
 # Exits non-zero on any failure. Loopback only.
 #
@@ -28,11 +29,12 @@ if [[ "$installed" != *"version $SCHEMATHESIS_VERSION"* || "$installed" != *"Ver
 fi
 
 echo "== building the services"
-cargo build --quiet -p user-service -p order-service
+cargo build --quiet -p user-service -p order-service -p audit-log-service
 BIN="$TARGET_DIR/debug"
 
 echo "== the committed specs are valid OpenAPI 3.1"
-"$VENV/bin/openapi-spec-validator" docs/openapi/user-service.json docs/openapi/order-service.json
+"$VENV/bin/openapi-spec-validator" docs/openapi/user-service.json docs/openapi/order-service.json \
+    docs/openapi/audit-log-service.json
 
 WORK="$(mktemp -d)"
 PIDS=()
@@ -107,6 +109,38 @@ ORDER_SERVICE_HOST=127.0.0.1 ORDER_SERVICE_PORT="$ORDERS_PORT" ORDER_SERVICE_RAT
 PIDS+=($!)
 wait_ready "$ORDERS_PORT"
 fuzz order-service "$ORDERS_PORT" "$TOKEN"
+
+# audit-log-service, verifying tokens with the backing user-service's keys. Without
+# NATS_URL it consumes nothing, so a few entries are written straight into its
+# table (as its consumer would) for the list to answer with.
+AUDIT_PORT="$(free_port)"
+AUDIT_LOG_SERVICE_HOST=127.0.0.1 AUDIT_LOG_SERVICE_PORT="$AUDIT_PORT" AUDIT_LOG_SERVICE_RATE_LIMIT=0 \
+    AUDIT_LOG_SERVICE_LOG_LEVEL=warn AUDIT_LOG_SERVICE_DATABASE_URL="sqlite:$WORK/audit.db" \
+    AUDIT_LOG_SERVICE_USER_SERVICE_URL="http://127.0.0.1:$BACKING_PORT" \
+    "$BIN/audit-log-service" >>"$WORK/audit-log-service.log" 2>&1 &
+PIDS+=($!)
+wait_ready "$AUDIT_PORT"
+python3 - "$WORK/audit.db" <<'PYTHON'
+import json, sqlite3, sys, uuid
+
+rows = [
+    ("user.created", "anonymous", [], "user", "1", {"id": 1, "email": "fuzz@example.com"}),
+    ("auth.token_issued", "operator", ["admin"], "auth", "operator", {"client_id": "operator"}),
+    ("order.created", "1", ["user"], "order", "1", {"id": 1, "status": "pending"}),
+    ("order.status_changed", "system", [], "order", "1", {"from": "pending", "to": "cancelled"}),
+    ("user.deleted", "operator", ["admin"], "user", "1", None),
+]
+with sqlite3.connect(sys.argv[1]) as db:
+    for i, (action, sub, roles, kind, rid, payload) in enumerate(rows):
+        at = f"2026-12-04T10:00:0{i}.12345{i}+00:00"
+        db.execute(
+            "INSERT INTO audit_logs (id, action, actor_sub, actor_roles, resource_type, resource_id,"
+            " request_id, occurred_at, payload, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (str(uuid.uuid4()), action, sub, json.dumps(roles), kind, rid, f"req-{i}" if i % 2 else None,
+             at, json.dumps(payload), at),
+        )
+PYTHON
+fuzz audit-log-service "$AUDIT_PORT" "$TOKEN"
 
 if grep -q "panicked" "$WORK"/*.log; then
     echo "a service panicked during fuzzing:" >&2

@@ -935,6 +935,7 @@ start_order() {
         ORDER_SERVICE_DATABASE_URL="sqlite:$WORK/order/order-service.db" \
         ORDER_SERVICE_RATE_LIMIT=0 ORDER_SERVICE_USER_SERVICE_URL="$USER_URL" \
         ORDER_SERVICE_USER_SERVICE_TIMEOUT_MS=1000 ORDER_SERVICE_VERIFY_INTERVAL=1 \
+        CIRCUIT_BREAKER_TIMEOUT=1 \
         "$BIN_DIR/order-service") >"$WORK/order-service.log" 2>&1 &
     PIDS+=($!)
     ORDER_PID=$!
@@ -1035,7 +1036,10 @@ expect "GET /api/v1/orders/987654321 (missing)" 404 GET "$ORDER_URL/api/v1/order
 
 # user-service away: order-service still verifies tokens with the keys it has, takes
 # the order unverified, and the background verifier settles it once user-service is
-# back (this is what moves order_service_order_verifications_total).
+# back (this is what moves order_service_order_verifications_total). The lookups that
+# fail meanwhile may open the circuit breaker; order-service runs with a 1 s breaker
+# timeout so that it closes again soon after user-service returns, not 30 s later
+# while Prometheus is watching for pending alerts.
 kill "$USER_PID" 2>/dev/null
 for _ in $(seq 1 100); do kill -0 "$USER_PID" 2>/dev/null || break; sleep 0.1; done
 expect "POST /api/v1/orders while user-service is down (accepted unverified)" 201 \

@@ -1,0 +1,152 @@
+//! audit-log-service settings: `AUDIT_LOG_SERVICE_*`, the shared `AUTH_*`
+//! verifier settings and `NATS_URL`. It calls no other service, so it needs no
+//! client secret: only the keys to check tokens with.
+
+use platform::auth::{JwksSettings, VerifierSettings};
+use platform::cli::ServiceConfig;
+use platform::config::{ConfigError, Env, HttpSettings, Lookup};
+use platform::db::DatabaseSettings;
+use platform::events::EventSettings;
+
+pub const SERVICE_NAME: &str = "audit-log-service";
+const PREFIX: &str = "AUDIT_LOG_SERVICE";
+
+/// Everything the service reads at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    /// `AUDIT_LOG_SERVICE_USER_SERVICE_URL`: the issuer whose JWKS is the default.
+    pub user_service_url: String,
+    pub auth: AuthSettings,
+    /// `NATS_URL`, or the launcher's in-process bus.
+    pub events: EventSettings,
+}
+
+/// How audit-log-service checks tokens.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub verifier: VerifierSettings,
+    /// `AUTH_JWKS_URL`, by default user-service's `/.well-known/jwks.json`.
+    pub jwks: JwksSettings,
+}
+
+impl ServiceConfig for Config {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn database(&self) -> &DatabaseSettings {
+        &self.database
+    }
+
+    fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
+        let env = Env::new(PREFIX, lookup);
+        let shared = Env::new("", lookup);
+        let user_service_url = user_service_url(&env)?;
+        let auth = AuthSettings {
+            verifier: VerifierSettings::from_env(&shared)?,
+            jwks: JwksSettings::from_env(
+                &shared,
+                format!(
+                    "{}/.well-known/jwks.json",
+                    user_service_url.trim_end_matches('/')
+                ),
+            )?,
+        };
+        Ok(Self {
+            http: HttpSettings::from_env(&env, SERVICE_NAME, 8083)?,
+            database: DatabaseSettings::from_env(&env, "auditdb", SERVICE_NAME)?,
+            user_service_url,
+            auth,
+            events: EventSettings::from_env(&shared)?,
+        })
+    }
+}
+
+fn user_service_url(env: &Env<'_>) -> Result<String, ConfigError> {
+    let url = env
+        .raw("USER_SERVICE_URL")
+        .unwrap_or_else(|| "http://localhost:8081".to_owned());
+    match reqwest::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
+        _ => Err(env.invalid(
+            "USER_SERVICE_URL",
+            &url,
+            "expected an http:// or https:// URL",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(&move |name: &str| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_other_services() {
+        let config = read(&[]).unwrap();
+        assert_eq!(config.http.port, 8083);
+        assert_eq!(config.http.service_name, "audit-log-service");
+        assert_eq!(
+            config.auth.jwks.url,
+            "http://localhost:8081/.well-known/jwks.json"
+        );
+        assert_eq!(config.events.nats_url, None);
+        assert_eq!(config.database.target.backend_name(), "sqlite");
+        assert!(
+            config
+                .database
+                .target
+                .describe()
+                .ends_with("audit-log-service.db")
+        );
+    }
+
+    #[test]
+    fn the_database_by_parts_defaults_to_auditdb_and_postgres_needs_no_secret() {
+        let config = read(&[("AUDIT_LOG_SERVICE_DB_HOST", "db.internal")]).unwrap();
+        assert_eq!(
+            config.database.target.describe(),
+            "db.internal:5432/auditdb"
+        );
+    }
+
+    #[test]
+    fn the_jwks_follows_the_user_service_url_unless_set() {
+        let config = read(&[("AUDIT_LOG_SERVICE_USER_SERVICE_URL", "http://users:8081/")]).unwrap();
+        assert_eq!(
+            config.auth.jwks.url,
+            "http://users:8081/.well-known/jwks.json"
+        );
+        let config = read(&[
+            ("AUDIT_LOG_SERVICE_USER_SERVICE_URL", "http://users:8081"),
+            ("AUTH_JWKS_URL", "https://idp.example.com/keys"),
+            ("NATS_URL", "nats://nats:4222"),
+        ])
+        .unwrap();
+        assert_eq!(config.auth.jwks.url, "https://idp.example.com/keys");
+        assert_eq!(config.events.nats_url.as_deref(), Some("nats://nats:4222"));
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        for (name, value) in [
+            ("AUDIT_LOG_SERVICE_USER_SERVICE_URL", "ftp://x"),
+            ("AUDIT_LOG_SERVICE_PORT", "eighty"),
+            ("AUDIT_LOG_SERVICE_RATE_LIMIT", "-1"),
+            ("AUTH_JWKS_REFRESH_INTERVAL", "soon"),
+        ] {
+            let err = read(&[(name, value)]).unwrap_err();
+            assert_eq!(err.variable, name);
+        }
+    }
+}
