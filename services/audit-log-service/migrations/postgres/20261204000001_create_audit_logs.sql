@@ -26,9 +26,10 @@ CREATE INDEX audit_logs_resource_idx ON audit_logs (resource_id, resource_type, 
 -- while this trigger is enabled. The service only ever inserts and reads.
 --
 -- Retention is a separate, privileged job, never the service: the table's
--- owner (run the service itself as a role with only SELECT and INSERT on
--- audit_logs, so it cannot do this) prunes in one transaction, which holds an
--- exclusive lock, so no other session ever sees the trigger disabled:
+-- owner prunes in one transaction, whose exclusive lock means no other session
+-- ever sees the trigger disabled. Run the service itself as another role, with
+-- SELECT and INSERT on audit_logs (plus USAGE, CREATE on the schema and SELECT
+-- on _sqlx_migrations for its start-up migration check), so it cannot do this:
 --
 --   BEGIN;
 --   ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_append_only;

@@ -1,5 +1,7 @@
 //! The table itself refuses to change or lose an entry, whoever asks: not only
-//! the API (which has no such route) but any SQL on the service's connection.
+//! the API (which has no such route) but any SQL on the service's connection;
+//! and on PostgreSQL the service can run as a role that could not even switch
+//! the refusal off.
 
 use platform::backend_tests;
 use platform::testing::Backend;
@@ -75,4 +77,106 @@ async fn raw_execute(backend: Backend, url: &str, statement: &str) -> Result<u64
         }
     };
     outcome.map_err(|e| e.to_string())
+}
+
+/// A PostgreSQL role of its own, dropped after the databases it was granted on.
+struct Role(String);
+
+impl Role {
+    async fn create(grants_in: &str) -> Self {
+        let name = format!("audit_writer_{}", uuid::Uuid::new_v4().simple());
+        let admin = platform::testing::admin_url();
+        let mut server = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("admin connection");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {name} LOGIN")))
+            .execute(&mut server)
+            .await
+            .expect("role created");
+        // What the service needs: check the migrations at start, read and insert.
+        let grants = format!(
+            "GRANT USAGE, CREATE ON SCHEMA public TO {name}; \
+             GRANT SELECT ON _sqlx_migrations TO {name}; \
+             GRANT SELECT, INSERT ON audit_logs TO {name};"
+        );
+        let mut database = sqlx::PgConnection::connect(grants_in)
+            .await
+            .expect("owner connection");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
+            .execute(&mut database)
+            .await
+            .expect("grants");
+        Self(name)
+    }
+
+    /// The database URL `url` with this role as its user.
+    fn url(&self, url: &str) -> String {
+        let (_, rest) = url.split_once('@').expect("a URL with a user");
+        format!("postgres://{}@{rest}", self.0)
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let sql = format!("DROP ROLE IF EXISTS {}", self.0);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut server) =
+                    sqlx::PgConnection::connect(&platform::testing::admin_url()).await
+                {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut server)
+                        .await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_service_runs_as_a_role_that_cannot_switch_the_refusal_off() {
+    // Migrated by the owner (the role the test database belongs to), as a migration Job would.
+    let owner = AuditService::start(Backend::Postgres).await;
+    let owner_url = owner.database.url.clone();
+    let role = Role::create(&owner_url).await;
+    let audit = owner
+        .restart_with(&[("AUDIT_LOG_SERVICE_DATABASE_URL", role.url(&owner_url))])
+        .await;
+    let stored = event(
+        "order.deleted",
+        "operator",
+        ("order", "3"),
+        at(0, 0),
+        json!({"id": 3}),
+    );
+    audit.store(std::slice::from_ref(&stored)).await;
+    let listed = audit.get("/api/v1/audit-logs").await;
+    assert_eq!(
+        listed.body["data"][0]["id"],
+        stored.id.to_string(),
+        "{}",
+        listed.body
+    );
+    let url = role.url(&owner_url);
+    for statement in [
+        "ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_append_only",
+        "DROP TRIGGER audit_logs_append_only ON audit_logs",
+        "DELETE FROM audit_logs",
+        "UPDATE audit_logs SET action = 'forged'",
+    ] {
+        let err = raw_execute(Backend::Postgres, &url, statement)
+            .await
+            .expect_err(statement);
+        assert!(
+            err.contains("must be owner") || err.contains("permission denied"),
+            "{statement}: {err}"
+        );
+    }
+    drop(audit);
 }

@@ -107,9 +107,15 @@ impl AuditService {
     }
 
     /// A new instance over the same database and settings, as after a restart.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(&[]).await
+    }
+
+    /// A new instance over the same database, with some settings changed.
+    pub async fn restart_with(mut self, changes: &[(&str, String)]) -> Self {
         self.stop().await;
-        let vars = std::mem::take(&mut self.vars);
+        let mut vars = std::mem::take(&mut self.vars);
+        vars.extend(changes.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let database = std::mem::replace(&mut self.database, TestDatabase::external(""));
         drop(self);
         Self::run(vars, database).await
