@@ -168,14 +168,15 @@ async fn list_users(
         (status = 404, description = "No live user has this id (or it is not the caller's)", body = ErrorEnvelope),
     ))]
 async fn update_user(
-    State(db): State<Database>,
+    State(state): State<AppState>,
     caller: Caller,
     PathId(id): PathId,
     ApiJson(changes): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<UserResponse> {
     require_self_or_admin(&caller, id)?;
+    let db = &state.db;
     if !caller.is_admin() {
-        check_own_changes(&db, id, &changes).await?;
+        check_own_changes(&state, id, &changes).await?;
     }
     let password_hash = match &changes.password {
         Some(password) => Some(password.hash().await.map_err(ApiError::Internal)?),
@@ -194,9 +195,10 @@ async fn update_user(
 }
 
 /// What a user may change of itself: not `active` or `role`, and a new
-/// password only with the current one.
+/// password only with the current one, whose wrong guesses are throttled like
+/// failed logins (a stolen token must not buy unlimited guesses).
 async fn check_own_changes(
-    db: &Database,
+    state: &AppState,
     id: i64,
     changes: &UpdateUserRequest,
 ) -> Result<(), ApiError> {
@@ -214,11 +216,27 @@ async fn check_own_changes(
             "is required to change your password",
         ));
     };
-    let stored = store::find_password_hash(db, id).await?;
-    if current.verify(stored).await {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden("current_password is wrong".to_owned()))
+    let key = format!("password:{id}");
+    let checked = state
+        .auth
+        .throttled(&[&key], async {
+            let stored = store::find_password_hash(&state.db, id).await?;
+            if current.verify(stored).await {
+                Ok(())
+            } else {
+                // Counted as a failure by the throttle, answered as 403 below.
+                Err(ApiError::Unauthorized {
+                    message: String::new(),
+                    invalid_token: false,
+                })
+            }
+        })
+        .await;
+    match checked {
+        Err(ApiError::Unauthorized { .. }) => {
+            Err(ApiError::Forbidden("current_password is wrong".to_owned()))
+        }
+        other => other,
     }
 }
 
