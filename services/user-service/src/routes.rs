@@ -182,14 +182,7 @@ async fn update_user(
         Some(password) => Some(password.hash().await.map_err(ApiError::Internal)?),
         None => None,
     };
-    let user = store::update(
-        &db,
-        id,
-        &changes,
-        password_hash,
-        caller.subject().to_owned(),
-    )
-    .await?;
+    let user = store::update(db, id, &changes, password_hash, caller.subject().to_owned()).await?;
     tracing::info!(user_id = id, "user updated");
     Ok(ApiResponse::ok(user.into()))
 }
