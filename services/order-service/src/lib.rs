@@ -25,11 +25,9 @@ use routes::AppState;
 use user_client::UserClient;
 use verify::Verifier;
 
-/// The versioned SQL migrations, embedded in the binary.
-pub static MIGRATIONS: Migrations = Migrations {
-    postgres: &sqlx::migrate!("migrations/postgres"),
-    sqlite: &sqlx::migrate!("migrations/sqlite"),
-};
+/// The versioned SQL migrations, embedded in the binary. A new file is listed
+/// here too (a test compares the list with the folders).
+pub static MIGRATIONS: Migrations = platform::embed_migrations!["20261124000001_create_orders.sql"];
 
 /// The order service: its API, the user-service client behind a circuit
 /// breaker, and the background re-verification of unverified orders.
@@ -77,3 +75,14 @@ impl Service for OrderService {
 
 /// A bound, ready-to-run order-service.
 pub type Application = platform::app::Application<OrderService>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_embedded_as_sqlx_reads_it() {
+        platform::testing::assert_migrations_embedded(
+            env!("CARGO_MANIFEST_DIR"),
+            super::MIGRATIONS,
+        );
+    }
+}

@@ -13,11 +13,9 @@ use platform::app::{Composition, Service};
 use platform::db::{Database, Migrations};
 use platform::server::Platform;
 
-/// The versioned SQL migrations, embedded in the binary.
-pub static MIGRATIONS: Migrations = Migrations {
-    postgres: &sqlx::migrate!("migrations/postgres"),
-    sqlite: &sqlx::migrate!("migrations/sqlite"),
-};
+/// The versioned SQL migrations, embedded in the binary. A new file is listed
+/// here too (a test compares the list with the folders).
+pub static MIGRATIONS: Migrations = platform::embed_migrations!["20261124000001_create_users.sql"];
 
 /// The user service: its API over its database, nothing in the background.
 pub struct UserService;
@@ -46,3 +44,14 @@ impl Service for UserService {
 
 /// A bound, ready-to-run user-service.
 pub type Application = platform::app::Application<UserService>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_embedded_as_sqlx_reads_it() {
+        platform::testing::assert_migrations_embedded(
+            env!("CARGO_MANIFEST_DIR"),
+            super::MIGRATIONS,
+        );
+    }
+}

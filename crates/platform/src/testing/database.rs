@@ -109,3 +109,43 @@ pub async fn connect(url: &str) -> crate::db::Database {
         .await
         .expect("direct connection")
 }
+
+/// Asserts that `migrations` embed exactly the files of the service's
+/// `migrations/postgres` and `migrations/sqlite`, with the versions, descriptions
+/// and checksums sqlx reads from those folders (what `sqlx::migrate!` embedded
+/// before, so databases migrated by an older build still validate).
+///
+/// # Panics
+/// When a file is missing from the list, listed but absent, or read differently.
+pub fn assert_migrations_embedded(manifest_dir: &str, migrations: crate::db::Migrations) {
+    for (folder, files) in [
+        ("postgres", migrations.postgres),
+        ("sqlite", migrations.sqlite),
+    ] {
+        let dir = std::path::Path::new(manifest_dir)
+            .join("migrations")
+            .join(folder);
+        let read = |m: &sqlx::migrate::Migration| {
+            let m = m.clone();
+            (
+                m.version,
+                m.description,
+                m.migration_type,
+                m.checksum,
+                m.no_tx,
+            )
+        };
+        let mut on_disk: Vec<_> = sqlx::migrate::resolve_blocking(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .iter()
+            .map(|(m, _)| read(m))
+            .collect();
+        on_disk.sort_by_key(|m| m.0);
+        let migrator = crate::db::migrator(files).expect("well-named migrations");
+        let embedded: Vec<_> = migrator.iter().map(read).collect();
+        assert_eq!(
+            embedded, on_disk,
+            "migrations/{folder}: list every file, in order"
+        );
+    }
+}

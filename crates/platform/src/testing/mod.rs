@@ -9,7 +9,7 @@ mod http;
 mod load;
 
 pub use cluster::{Outage, TemporaryPostgres, database_outage_under_load, free_port};
-pub use database::{Backend, TestDatabase, admin_url, connect};
+pub use database::{Backend, TestDatabase, admin_url, assert_migrations_embedded, connect};
 pub use http::{
     INTERNALS, TestClient, TestResponse, assert_no_internals, client_from, metric_value,
 };

@@ -351,8 +351,5 @@ async fn replicas_starting_together_migrate_one_postgres_database_once() {
         .unwrap()
         .get("applied")
         .unwrap();
-    assert_eq!(
-        applied,
-        user_service::MIGRATIONS.postgres.iter().count() as i64
-    );
+    assert_eq!(applied, user_service::MIGRATIONS.postgres.len() as i64);
 }
