@@ -5,11 +5,10 @@
 
 use std::process::ExitCode;
 
-use platform::cli::ServiceConfig;
 use tokio_util::sync::CancellationToken;
 
-type UserConfig = user_service::config::Config;
-type OrderConfig = order_service::config::Config;
+type UserConfig = user_service::Config;
+type OrderConfig = order_service::Config;
 
 const USAGE: &str = "usage: microservices [--help]\n\n\
     Runs user-service and order-service together, configured by their own\n\
@@ -40,7 +39,7 @@ async fn run(
     let users = user_service::Application::build(user_config, shutdown.clone()).await?;
     // Wire order-service to the user-service we just started, unless told otherwise.
     if std::env::var_os("ORDER_SERVICE_USER_SERVICE_URL").is_none() {
-        order_config.user_service_url = format!("http://127.0.0.1:{}", users.address().port());
+        order_config.own.user_service_url = format!("http://127.0.0.1:{}", users.address().port());
     }
     let orders = order_service::Application::build(order_config, shutdown.clone()).await?;
     tracing::info!(

@@ -2,12 +2,7 @@
 
 use std::time::Duration;
 
-use platform::cli::ServiceConfig;
-use platform::config::{ConfigError, Env, HttpSettings, Lookup};
-use platform::db::DatabaseSettings;
-
-pub const SERVICE_NAME: &str = "order-service";
-const PREFIX: &str = "ORDER_SERVICE";
+use platform::config::{ConfigError, Env};
 
 /// The circuit breaker around user-service calls (gobreaker's settings).
 #[derive(Debug, Clone)]
@@ -31,53 +26,44 @@ pub struct VerifierSettings {
     pub batch_size: u64,
 }
 
-/// Everything the service reads at start.
+/// order-service's own settings, beyond the HTTP and database ones every service reads.
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub http: HttpSettings,
-    pub database: DatabaseSettings,
+pub struct OrderSettings {
     pub user_service_url: String,
     pub user_service_timeout: Duration,
     pub breaker: BreakerSettings,
     pub verifier: VerifierSettings,
 }
 
-impl ServiceConfig for Config {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
-
-    fn database(&self) -> &DatabaseSettings {
-        &self.database
-    }
-
-    fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
-        let env = Env::new(PREFIX, lookup);
-        let breaker_env = Env::new("CIRCUIT_BREAKER", lookup);
-        let breaker = BreakerSettings {
-            max_requests: breaker_env.parse_or("MAX_REQUESTS", 3)?,
-            interval: breaker_env.fractional_seconds_or("INTERVAL", 60.0)?,
-            timeout: breaker_env.fractional_seconds_or("TIMEOUT", 30.0)?,
-        };
-        if breaker.max_requests == 0 {
-            return Err(breaker_env.invalid("MAX_REQUESTS", "0", "must be at least 1"));
-        }
-        let verifier = VerifierSettings {
-            workers: env.parse_or("VERIFY_WORKERS", 4)?,
-            interval: env.fractional_seconds_or("VERIFY_INTERVAL", 5.0)?,
-            batch_size: env.parse_or("VERIFY_BATCH_SIZE", 100)?,
-        };
-        if verifier.workers == 0 {
-            return Err(env.invalid("VERIFY_WORKERS", "0", "must be at least 1"));
-        }
+impl OrderSettings {
+    /// Reads `ORDER_SERVICE_*` (through `env`) and `CIRCUIT_BREAKER_*`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let breaker_env = env.with_prefix("CIRCUIT_BREAKER");
         Ok(Self {
-            http: HttpSettings::from_env(&env, SERVICE_NAME, 8082)?,
-            database: DatabaseSettings::from_env(&env, "orderdb", SERVICE_NAME)?,
-            user_service_url: user_service_url(&env)?,
+            breaker: BreakerSettings {
+                max_requests: at_least_one(&breaker_env, "MAX_REQUESTS", 3)?,
+                interval: breaker_env.fractional_seconds_or("INTERVAL", 60.0)?,
+                timeout: breaker_env.fractional_seconds_or("TIMEOUT", 30.0)?,
+            },
+            verifier: VerifierSettings {
+                workers: at_least_one(env, "VERIFY_WORKERS", 4)?,
+                interval: env.fractional_seconds_or("VERIFY_INTERVAL", 5.0)?,
+                batch_size: env.parse_or("VERIFY_BATCH_SIZE", 100)?,
+            },
+            user_service_url: user_service_url(env)?,
             user_service_timeout: env.millis_or("USER_SERVICE_TIMEOUT_MS", 2000)?,
-            breaker,
-            verifier,
         })
+    }
+}
+
+/// A count that zero would make meaningless (no trial calls, no workers).
+fn at_least_one(env: &Env<'_>, suffix: &str, default: usize) -> Result<usize, ConfigError> {
+    match env.parse_or(suffix, default)? {
+        0 => Err(env.invalid(suffix, "0", "must be at least 1")),
+        count => Ok(count),
     }
 }
 
@@ -98,25 +84,22 @@ fn user_service_url(env: &Env<'_>) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::Config;
+    use platform::config::pairs;
 
-    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::from_lookup(&move |name: &str| map.get(name).cloned())
+    fn config(variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(&pairs(variables))
     }
 
     #[test]
     fn defaults_follow_the_contract() {
         let config = config(&[]).unwrap();
         assert_eq!(config.http.port, 8082);
-        assert_eq!(config.user_service_url, "http://localhost:8081");
-        assert_eq!(config.breaker.max_requests, 3);
-        assert_eq!(config.breaker.interval, Duration::from_secs(60));
-        assert_eq!(config.breaker.timeout, Duration::from_secs(30));
-        assert_eq!(config.user_service_timeout, Duration::from_secs(2));
+        assert_eq!(config.own.user_service_url, "http://localhost:8081");
+        assert_eq!(config.own.breaker.max_requests, 3);
+        assert_eq!(config.own.breaker.interval, Duration::from_secs(60));
+        assert_eq!(config.own.breaker.timeout, Duration::from_secs(30));
+        assert_eq!(config.own.user_service_timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -135,6 +118,6 @@ mod tests {
     #[test]
     fn breaker_timings_accept_fractions() {
         let config = config(&[("CIRCUIT_BREAKER_TIMEOUT", "0.5")]).unwrap();
-        assert_eq!(config.breaker.timeout, Duration::from_millis(500));
+        assert_eq!(config.own.breaker.timeout, Duration::from_millis(500));
     }
 }

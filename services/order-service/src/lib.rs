@@ -17,37 +17,42 @@ use std::sync::Arc;
 use serde_json::json;
 
 use breaker::state_name;
-use config::Config;
+use config::OrderSettings;
 use platform::app::{Composition, Service};
+use platform::config::{ConfigError, Env};
 use platform::db::{Database, Migrations};
 use platform::server::Platform;
 use routes::AppState;
 use user_client::UserClient;
 use verify::Verifier;
 
-/// The versioned SQL migrations, embedded in the binary. A new file is listed
-/// here too (a test compares the list with the folders).
-pub static MIGRATIONS: Migrations = platform::embed_migrations!["20261124000001_create_orders.sql"];
-
 /// The order service: its API, the user-service client behind a circuit
 /// breaker, and the background re-verification of unverified orders.
+#[derive(Debug, Clone)]
 pub struct OrderService;
 
 impl Service for OrderService {
-    type Config = Config;
-    const NAME: &'static str = config::SERVICE_NAME;
+    /// `ORDER_SERVICE_*` and the contract's `CIRCUIT_BREAKER_*`.
+    type Settings = OrderSettings;
+    const NAME: &'static str = "order-service";
     const ABOUT: &'static str =
         "Order management: orders checked against user-service through a circuit breaker.";
+    const ENV_PREFIX: &'static str = "ORDER_SERVICE";
+    const DEFAULT_PORT: u16 = 8082;
+    const DEFAULT_DATABASE: &'static str = "orderdb";
+    /// Versioned SQL, embedded in the binary. A new file is listed here too (a
+    /// test compares the list with the folders).
+    const MIGRATIONS: Migrations = platform::embed_migrations!["20261124000001_create_orders.sql"];
+
+    fn settings(env: &Env<'_>) -> Result<OrderSettings, ConfigError> {
+        OrderSettings::from_env(env)
+    }
 
     fn openapi() -> utoipa::openapi::OpenApi {
         routes::openapi()
     }
 
-    fn migrations() -> Migrations {
-        MIGRATIONS
-    }
-
-    fn compose(config: Config, db: Database, platform: &Platform) -> Composition {
+    fn compose(config: OrderSettings, db: Database, platform: &Platform) -> Composition {
         let users = UserClient::new(
             &config.user_service_url,
             config.user_service_timeout,
@@ -73,16 +78,19 @@ impl Service for OrderService {
     }
 }
 
+/// Everything order-service reads at start.
+pub type Config = platform::app::Config<OrderService>;
+
 /// A bound, ready-to-run order-service.
 pub type Application = platform::app::Application<OrderService>;
 
 #[cfg(test)]
 mod tests {
+    use platform::app::Service;
+
     #[test]
     fn every_migration_file_is_embedded_as_sqlx_reads_it() {
-        platform::testing::assert_migrations_embedded(
-            env!("CARGO_MANIFEST_DIR"),
-            super::MIGRATIONS,
-        );
+        let migrations = super::OrderService::MIGRATIONS;
+        platform::testing::assert_migrations_embedded(env!("CARGO_MANIFEST_DIR"), migrations);
     }
 }

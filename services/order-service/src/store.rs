@@ -229,11 +229,13 @@ mod tests {
 
     async fn migrated(url: &str) -> Database {
         let lookup = |name: &str| (name == "ORDER_SERVICE_DATABASE_URL").then(|| url.to_owned());
-        let config = <crate::config::Config as platform::cli::ServiceConfig>::from_lookup(&lookup)
-            .expect("config");
-        platform::db::connect_and_migrate(&config.database, crate::MIGRATIONS)
-            .await
-            .expect("migrated database")
+        let config = crate::Config::from_lookup(&lookup).expect("config");
+        platform::db::connect_and_migrate(
+            &config.database,
+            <crate::OrderService as platform::app::Service>::MIGRATIONS,
+        )
+        .await
+        .expect("migrated database")
     }
 
     /// A fresh database, and the request `body` parsed.

@@ -157,11 +157,13 @@ mod tests {
             "USER_SERVICE_DATABASE_MAX_CONNECTIONS" => Some("1".to_owned()),
             _ => None,
         };
-        let config = <crate::config::Config as platform::cli::ServiceConfig>::from_lookup(&lookup)
-            .expect("config");
-        platform::db::connect_and_migrate(&config.database, crate::MIGRATIONS)
-            .await
-            .expect("migrated database")
+        let config = crate::Config::from_lookup(&lookup).expect("config");
+        platform::db::connect_and_migrate(
+            &config.database,
+            <crate::UserService as platform::app::Service>::MIGRATIONS,
+        )
+        .await
+        .expect("migrated database")
     }
 
     /// A fresh database holding one user made from `body`.

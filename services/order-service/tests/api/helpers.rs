@@ -1,7 +1,6 @@
 //! Spawns order-service against a real user-service (both on ephemeral ports, each
 //! on its own fresh database) or against a stand-in user-service the test scripts.
 
-use platform::cli::ServiceConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -13,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use order_service::config::Config;
+use order_service::Config;
 use reqwest::StatusCode as ClientStatus;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -66,7 +65,7 @@ impl UserService {
             ("USER_SERVICE_RATE_LIMIT", "0"),
             ("USER_SERVICE_DATABASE_URL", url),
         ]);
-        let config = user_service::config::Config::from_lookup(&|name: &str| {
+        let config = user_service::Config::from_lookup(&|name: &str| {
             vars.get(name).map(|v| (*v).to_owned())
         })
         .expect("user-service config");

@@ -1,6 +1,5 @@
 //! Spawns the real user-service on an ephemeral port over a fresh database.
 
-use platform::cli::ServiceConfig;
 use std::collections::HashMap;
 use std::ops::Deref;
 
@@ -9,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use user_service::Application;
-use user_service::config::Config;
+use user_service::Config;
 
 pub use platform::testing::{Backend, TestClient, TestDatabase, client_from};
 

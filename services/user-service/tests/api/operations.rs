@@ -4,10 +4,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use platform::app::Service;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use user_service::Application;
+use user_service::{Application, UserService};
 
 use platform::db::Database;
 
@@ -351,5 +352,8 @@ async fn replicas_starting_together_migrate_one_postgres_database_once() {
         .unwrap()
         .get("applied")
         .unwrap();
-    assert_eq!(applied, user_service::MIGRATIONS.postgres.len() as i64);
+    assert_eq!(
+        applied,
+        <UserService as Service>::MIGRATIONS.postgres.len() as i64
+    );
 }
