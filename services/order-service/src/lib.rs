@@ -85,12 +85,4 @@ pub type Config = platform::app::Config<OrderService>;
 pub type Application = platform::app::Application<OrderService>;
 
 #[cfg(test)]
-mod tests {
-    use platform::app::Service;
-
-    #[test]
-    fn every_migration_file_is_embedded_as_sqlx_reads_it() {
-        let migrations = super::OrderService::MIGRATIONS;
-        platform::testing::assert_migrations_embedded(env!("CARGO_MANIFEST_DIR"), migrations);
-    }
-}
+platform::service_tests!(crate::OrderService);

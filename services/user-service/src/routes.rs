@@ -118,15 +118,3 @@ async fn delete_user(State(db): State<Database>, PathId(id): PathId) -> ApiResul
         message: "user deleted".to_owned(),
     }))
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn committed_openapi_spec_matches_the_code() {
-        platform::testing::assert_committed_spec(
-            env!("CARGO_MANIFEST_DIR"),
-            "user-service",
-            &super::openapi(),
-        );
-    }
-}

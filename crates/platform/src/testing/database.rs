@@ -149,3 +149,23 @@ pub fn assert_migrations_embedded(manifest_dir: &str, migrations: crate::db::Mig
         );
     }
 }
+
+/// Asserts that `columns` (a row type's `COLUMNS`) names every column of
+/// `table`, as the stored row `id` has them.
+///
+/// # Panics
+/// When the row cannot be read or the lists differ.
+pub async fn assert_column_list(db: &crate::db::Database, table: &str, id: i64, columns: &str) {
+    let row = db
+        .query_one(&format!("SELECT * FROM {table} WHERE id = $1"), &[&id])
+        .await
+        .expect("the stored row");
+    let mut in_table = row.column_names();
+    in_table.sort();
+    let mut listed: Vec<&str> = columns.split(", ").collect();
+    listed.sort_unstable();
+    assert_eq!(
+        in_table, listed,
+        "the column list names every column of {table}"
+    );
+}

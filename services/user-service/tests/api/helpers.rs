@@ -1,56 +1,33 @@
 //! Spawns the real user-service on an ephemeral port over a fresh database.
 
-use std::collections::HashMap;
 use std::ops::Deref;
 
-use platform::db::Database;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use user_service::Application;
-use user_service::Config;
+use user_service::{Application, Config, UserService};
 
-pub use platform::testing::{Backend, TestClient, TestDatabase, client_from};
+pub use platform::testing::{Backend, RunningService, TestClient, TestDatabase, client_from};
 
 /// A running service, a client for it, and its database.
 pub struct TestApp {
-    pub client: TestClient,
-    pub db: Database,
-    pub shutdown: CancellationToken,
+    pub service: RunningService,
     /// Kept so the database outlives the app; dropped (and removed) after it.
     _database: TestDatabase,
 }
 
 impl Deref for TestApp {
-    type Target = TestClient;
+    type Target = RunningService;
 
-    fn deref(&self) -> &TestClient {
-        &self.client
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+    fn deref(&self) -> &RunningService {
+        &self.service
     }
 }
 
 /// Test variables on top of the defaults: ephemeral port, loopback, limiter off.
 pub fn config_with(database_url: &str, overrides: &[(&str, &str)]) -> Config {
-    let mut vars: HashMap<String, String> = [
-        ("USER_SERVICE_HOST", "127.0.0.1"),
-        ("USER_SERVICE_PORT", "0"),
-        ("USER_SERVICE_RATE_LIMIT", "0"),
-        ("USER_SERVICE_DATABASE_URL", database_url),
-        ("USER_SERVICE_DATABASE_STARTUP_TIMEOUT", "5"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    for (k, v) in overrides {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    Config::from_lookup(&move |name: &str| vars.get(name).cloned()).expect("test config")
+    let variables = [("USER_SERVICE_DATABASE_STARTUP_TIMEOUT", "5")];
+    platform::testing::test_config::<UserService>(database_url, &[&variables, overrides].concat())
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -61,22 +38,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let config = config_with(&database.url, overrides);
-    let shutdown = CancellationToken::new();
-    let app = Application::build(config, shutdown.clone())
-        .await
-        .expect("application starts");
-    start(app, shutdown, database)
+    TestApp {
+        service: RunningService::spawn(config).await,
+        _database: database,
+    }
 }
 
 /// Runs an already built application in the background.
 pub fn start(app: Application, shutdown: CancellationToken, database: TestDatabase) -> TestApp {
-    let client = TestClient::new(app.address());
-    let db = app.db().clone();
-    tokio::spawn(app.run_until_stopped());
     TestApp {
-        client,
-        db,
-        shutdown,
+        service: RunningService::start(app, shutdown),
         _database: database,
     }
 }
