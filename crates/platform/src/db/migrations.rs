@@ -5,15 +5,17 @@
 //! included) for the compiler. Versions, descriptions and checksums are the ones
 //! `sqlx::migrate!` computes (sqlx's own `Migration::new`), so databases migrated
 //! before still validate; `platform::testing::assert_migrations_embedded` proves it
-//! against sqlx's reading of the directory.
+//! against sqlx's reading of the directory. sqlx's migrator applies them: over a
+//! sqlx SQLite pool, and over a tokio-postgres connection on PostgreSQL
+//! ([`PostgresMigrate`]).
 
 use std::borrow::Cow;
 
 use anyhow::Context;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::PgConnectOptions;
+use tokio_postgres::NoTls;
 
-use super::settings::postgres_host;
+use super::postgres_migrate::PostgresMigrate;
 use super::{Database, DatabaseSettings, DatabaseTarget};
 
 /// One embedded migration: its file name (`<version>_<description>.sql`) and SQL.
@@ -105,16 +107,23 @@ pub async fn migrate(
 ) -> anyhow::Result<()> {
     match (&settings.target, db) {
         (DatabaseTarget::Postgres(config), _) => {
-            use sqlx::Connection;
             let migrator = migrator(migrations.postgres)?;
-            let mut connection = sqlx::PgConnection::connect_with(&migration_options(config))
+            let mut config = config.clone();
+            if config.get_application_name().is_none() {
+                config.application_name("migrations");
+            }
+            let (client, connection) = config
+                .connect(NoTls)
                 .await
                 .context("connecting to apply PostgreSQL migrations")?;
+            let connection = tokio::spawn(connection);
+            // `Migrator::run` takes only sqlx's own connections; `run_direct` is what it calls.
             migrator
-                .run(&mut connection)
+                .run_direct(None, &mut PostgresMigrate::new(client), false)
                 .await
                 .context("applying PostgreSQL migrations")?;
-            connection.close().await?;
+            // The client is gone: the connection closes and its task ends.
+            let _ = connection.await;
         }
         (DatabaseTarget::Sqlite(_), Database::Sqlite(pool)) => migrator(migrations.sqlite)?
             .run(pool)
@@ -126,28 +135,6 @@ pub async fn migrate(
     }
     tracing::info!("database migrations applied");
     Ok(())
-}
-
-/// sqlx (which runs the migrations) takes its own options; same server and role.
-fn migration_options(config: &tokio_postgres::Config) -> PgConnectOptions {
-    let mut options = PgConnectOptions::new()
-        .port(config.get_ports().first().copied().unwrap_or(5432))
-        .application_name(config.get_application_name().unwrap_or("migrations"));
-    options = match config.get_hosts().first() {
-        #[cfg(unix)]
-        Some(tokio_postgres::config::Host::Unix(path)) => options.socket(path),
-        _ => options.host(&postgres_host(config)),
-    };
-    if let Some(user) = config.get_user() {
-        options = options.username(user);
-    }
-    if let Some(password) = config.get_password() {
-        options = options.password(&String::from_utf8_lossy(password));
-    }
-    if let Some(dbname) = config.get_dbname() {
-        options = options.database(dbname);
-    }
-    options
 }
 
 #[cfg(test)]

@@ -12,13 +12,14 @@
 //! Stores write plain SQL with `$1`-style placeholders, which both backends accept,
 //! bind values through [`SqlParam`] and read columns through [`Row::get`].
 //! Migrations are plain SQL per backend, embedded with [`embed_migrations!`](crate::embed_migrations)
-//! and applied by sqlx's migrator over one short-lived sqlx connection; sqlx holds a
-//! PostgreSQL advisory lock while it migrates, so replicas starting together apply
-//! each migration exactly once.
+//! and applied by sqlx's migrator over one short-lived connection (tokio-postgres on
+//! PostgreSQL, holding sqlx's advisory lock while it migrates, so replicas starting
+//! together apply each migration exactly once).
 
 mod connection;
 mod error;
 mod migrations;
+mod postgres_migrate;
 mod settings;
 
 use std::time::{Duration, Instant};

@@ -144,7 +144,7 @@ fn sqlite_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
-pub(super) fn postgres_host(config: &tokio_postgres::Config) -> String {
+fn postgres_host(config: &tokio_postgres::Config) -> String {
     match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         #[cfg(unix)]
