@@ -5,11 +5,10 @@
 
 use std::process::ExitCode;
 
-use platform::cli::ServiceConfig;
 use tokio_util::sync::CancellationToken;
 
-type UserConfig = user_service::config::Config;
-type OrderConfig = order_service::config::Config;
+type UserConfig = user_service::Config;
+type OrderConfig = order_service::Config;
 
 const USAGE: &str = "usage: microservices [--help]\n\n\
     Runs user-service and order-service together, configured by their own\n\
@@ -42,10 +41,12 @@ async fn run(
     let users = user_service::Application::build(user_config, shutdown.clone()).await?;
     // Wire order-service to the user-service we just started, unless told otherwise.
     if std::env::var_os("ORDER_SERVICE_USER_SERVICE_URL").is_none() {
-        order_config.user_service_url = format!("http://127.0.0.1:{}", users.address().port());
+        order_config.own.user_service_url = format!("http://127.0.0.1:{}", users.address().port());
         if std::env::var_os("AUTH_JWKS_URL").is_none() {
-            order_config.auth.jwks.url =
-                format!("{}/.well-known/jwks.json", order_config.user_service_url);
+            order_config.own.auth.jwks.url = format!(
+                "{}/.well-known/jwks.json",
+                order_config.own.user_service_url
+            );
         }
     }
     let orders = order_service::Application::build(order_config, shutdown.clone()).await?;

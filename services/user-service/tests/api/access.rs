@@ -61,7 +61,7 @@ backend_tests! {
         let app = spawn_app(backend).await;
         let (_, user) = user(&app, "public@example.com").await;
         let service = app.as_service().await;
-        let operator = &app.config.auth.operator;
+        let operator = &app.config.own.operator;
         for (who, client) in [("anonymous", app.anonymous()), ("user", user), ("service", service), ("admin", app.client.clone())] {
             for path in ["/health", "/health/live", "/health/ready", "/metrics", "/.well-known/jwks.json", "/openapi.json", "/docs/"] {
                 let status = client.http.get(client.url(path)).send().await.unwrap().status();

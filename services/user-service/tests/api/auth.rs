@@ -18,10 +18,10 @@ use crate::helpers::{
 };
 use platform::auth::{CLIENTS_FILE, SIGNING_KEY_FILE, SigningKey, unix_now};
 use platform::backend_tests;
-use platform::cli::ServiceConfig;
+
 use platform::config::ConfigError;
 use platform::testing::{TestResponse, metric_value};
-use user_service::config::Config;
+use user_service::Config;
 
 const PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "incorrect donkey battery";
@@ -49,7 +49,7 @@ async fn login_from(app: &TestApp, ip: u8, email: &str, password: &str) -> TestR
 
 /// The token endpoint's answer for the operator client, with the `extra` fields added.
 async fn operator_token(app: &TestApp, extra: Value) -> TestResponse {
-    let operator = &app.config.auth.operator;
+    let operator = &app.config.own.operator;
     let mut body = json!({"client_id": operator.id, "client_secret": operator.secret.expose()});
     for (k, v) in extra.as_object().expect("fields") {
         body[k] = v.clone();
@@ -133,7 +133,7 @@ backend_tests! {
 
     async fn the_service_client_gets_the_service_role_and_nothing_else(backend) {
         let app = spawn_app(backend).await;
-        let service = &app.config.auth.service;
+        let service = &app.config.own.service;
         let body = json!({"client_id": service.id, "client_secret": service.secret.expose()});
         let answer = app.anonymous().post_json("/api/v1/auth/token", &body).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
@@ -147,7 +147,7 @@ backend_tests! {
 
     async fn a_wrong_secret_and_an_unknown_client_get_the_same_401(backend) {
         let app = spawn_app_with(backend, &[("AUTH_LOGIN_MAX_FAILURES", "100")]).await;
-        let (operator, service) = (&app.config.auth.operator, &app.config.auth.service);
+        let (operator, service) = (&app.config.own.operator, &app.config.own.service);
         let cases = [
             ("wrong secret", json!({"client_id": operator.id, "client_secret": "not-the-operator-secret-at-all"})),
             ("unknown client", json!({"client_id": "intruder", "client_secret": operator.secret.expose()})),
@@ -235,7 +235,7 @@ backend_tests! {
         let keys = body["keys"].as_array().unwrap();
         assert_eq!(keys.len(), 1, "{body}");
         let key = &keys[0];
-        assert_eq!(key["kid"].as_str(), Some(app.config.auth.signing_key.kid()));
+        assert_eq!(key["kid"].as_str(), Some(app.config.own.signing_key.kid()));
         assert_eq!((key["kty"].as_str(), key["crv"].as_str(), key["use"].as_str()), (Some("OKP"), Some("Ed25519"), Some("sig")));
         assert!(key["x"].as_str().is_some_and(|x| x.len() == 43), "{key}");
         assert!(key.get("d").is_none(), "the private part is published: {key}");
@@ -333,7 +333,7 @@ backend_tests! {
 
     async fn failed_token_requests_are_throttled_per_address(backend) {
         let app = spawn_app_with(backend, &[("AUTH_LOGIN_MAX_FAILURES", "3")]).await;
-        let operator = &app.config.auth.operator;
+        let operator = &app.config.own.operator;
         let wrong = json!({"client_id": operator.id, "client_secret": "guessing-the-operator-secret"});
         let right = json!({"client_id": operator.id, "client_secret": operator.secret.expose()});
         for _ in 0..3 {
@@ -432,7 +432,7 @@ backend_tests! {
         let first = spawn_replica(&database.url, &[("AUTH_JWT_PRIVATE_KEY_FILE", &file_a)]).await;
         let own = register(&first, "rotating@example.com").await;
         let user_token = first.login("rotating@example.com", PASSWORD).await;
-        let operator = &first.config.auth.operator;
+        let operator = &first.config.own.operator;
         let admin_token = first.token_for(&operator.id, operator.secret.expose(), &[]).await;
         assert_eq!(jwt_part(&user_token, 0)["kid"], kid_a.as_str());
         assert_eq!(published_kids(&first).await, [kid_a.as_str()]);
@@ -496,14 +496,14 @@ async fn forgeries(app: &TestApp, own: i64) -> Vec<(&'static str, String, &'stat
     assert_eq!(control.status, StatusCode::OK, "the control token works");
     let claims = jwt_part(&valid, 1);
     let parts: Vec<&str> = valid.split('.').collect();
-    let kid = app.config.auth.signing_key.kid().to_owned();
+    let kid = app.config.own.signing_key.kid().to_owned();
     let encode = |value: Value| base64url(value.to_string().as_bytes());
     let signed_with = |algorithm: Algorithm, key: &EncodingKey| {
         let mut header = Header::new(algorithm);
         header.kid = Some(kid.clone());
         jsonwebtoken::encode(&header, &claims, key).unwrap()
     };
-    let public_jwk = serde_json::to_string(app.config.auth.signing_key.public_jwk()).unwrap();
+    let public_jwk = serde_json::to_string(app.config.own.signing_key.public_jwk()).unwrap();
     let jwks = app
         .anonymous()
         .http

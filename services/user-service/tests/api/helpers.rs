@@ -1,27 +1,22 @@
 //! Spawns the real user-service on an ephemeral port over a fresh database.
 
-use platform::cli::ServiceConfig;
-use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::LazyLock;
 
-use platform::db::Database;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use user_service::Application;
-use user_service::config::Config;
+use user_service::{Application, Config, UserService};
 
-pub use platform::testing::{Backend, TestAuth, TestClient, TestDatabase, client_from};
+pub use platform::testing::{
+    Backend, RunningService, TestAuth, TestClient, TestDatabase, client_from,
+};
 
 /// A running service, a client for it (with an admin token), and its database.
 pub struct TestApp {
-    /// Sends the operator's admin token on every request.
-    pub client: TestClient,
+    /// Its `client` sends the operator's admin token on every request.
+    pub service: RunningService,
     /// That token, for requests built by hand.
     pub admin_token: String,
-    pub db: Database,
-    pub shutdown: CancellationToken,
     /// The settings the service runs with (its client secrets, for tests that need them).
     pub config: Config,
     /// Kept so the database outlives the app; dropped (and removed) after it.
@@ -29,46 +24,24 @@ pub struct TestApp {
 }
 
 impl Deref for TestApp {
-    type Target = TestClient;
+    type Target = RunningService;
 
-    fn deref(&self) -> &TestClient {
-        &self.client
+    fn deref(&self) -> &RunningService {
+        &self.service
     }
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// Test variables on top of the defaults: ephemeral port, loopback, limiter off.
+/// Test variables on top of the defaults: ephemeral port, loopback, limiter
+/// off, the test process's signing key and secrets.
 pub fn config_with(database_url: &str, overrides: &[(&str, &str)]) -> Config {
-    let mut vars: HashMap<String, String> = [
-        ("USER_SERVICE_HOST", "127.0.0.1"),
-        ("USER_SERVICE_PORT", "0"),
-        ("USER_SERVICE_RATE_LIMIT", "0"),
-        ("USER_SERVICE_DATABASE_URL", database_url),
-        ("USER_SERVICE_DATABASE_STARTUP_TIMEOUT", "5"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .chain(TEST_AUTH.vars.iter().cloned())
-    .collect();
-    for (k, v) in overrides {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    Config::from_lookup(&move |name: &str| vars.get(name).cloned()).expect("test config")
+    let variables = [("USER_SERVICE_DATABASE_STARTUP_TIMEOUT", "5")];
+    platform::testing::test_config::<UserService>(database_url, &[&variables, overrides].concat())
 }
 
-/// A signing key and client secrets for this test process, set as a PostgreSQL
-/// deployment sets them (tests of key handling pass their own).
-pub static TEST_AUTH: LazyLock<TestAuth> = LazyLock::new(|| {
-    TestAuth::new(
-        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("user-service-auth-{}", std::process::id())),
-    )
-});
+/// The signing key and client secrets of this test process (tests of key
+/// handling pass their own).
+pub static TEST_AUTH: std::sync::LazyLock<&'static TestAuth> =
+    std::sync::LazyLock::new(platform::testing::test_auth);
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, &[]).await
@@ -78,34 +51,36 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let config = config_with(&database.url, overrides);
-    let shutdown = CancellationToken::new();
-    let app = Application::build(config.clone(), shutdown.clone())
-        .await
-        .expect("application starts");
-    start(app, shutdown, database, config).await
+    let service = RunningService::spawn(config.clone()).await;
+    with_admin_token(service, config, database)
 }
 
-/// Runs an already built application in the background; its client carries
-/// an admin token of the operator client, signed with the service's key (as
-/// the token endpoint would, without spending a rate-limit token on it).
-pub async fn start(
+/// Runs an already built application in the background.
+pub fn start(
     app: Application,
     shutdown: CancellationToken,
     database: TestDatabase,
     config: Config,
 ) -> TestApp {
-    let anonymous = TestClient::new(app.address());
-    let db = app.db().clone();
-    tokio::spawn(app.run_until_stopped());
-    let token = user_service::auth::issuer::TokenIssuer::new(&config.auth)
-        .issue(&config.auth.operator.id, &[platform::auth::Role::Admin])
+    with_admin_token(RunningService::start(app, shutdown), config, database)
+}
+
+/// Gives the service's client an admin token of the operator client, signed
+/// with the service's key (as the token endpoint would, without spending a
+/// rate-limit token on it).
+fn with_admin_token(
+    mut service: RunningService,
+    config: Config,
+    database: TestDatabase,
+) -> TestApp {
+    let token = user_service::auth::issuer::TokenIssuer::new(&config.own)
+        .issue(&config.own.operator.id, &[platform::auth::Role::Admin])
         .expect("admin token")
         .access_token;
+    service.client = service.client.with_token(&token);
     TestApp {
-        client: anonymous.with_token(&token),
+        service,
         admin_token: token,
-        db,
-        shutdown,
         config,
         _database: database,
     }
@@ -131,7 +106,7 @@ impl TestApp {
 
     /// A client with the service client's token (role `service`).
     pub async fn as_service(&self) -> TestClient {
-        let service = &self.config.auth.service;
+        let service = &self.config.own.service;
         let token = self
             .token_for(&service.id, service.secret.expose(), &[])
             .await;
@@ -306,7 +281,7 @@ pub async fn spawn_replica(url: &str, overrides: &[(&str, &str)]) -> TestApp {
     let app = Application::build(config.clone(), shutdown.clone())
         .await
         .expect("application starts");
-    start(app, shutdown, TestDatabase::external(url), config).await
+    start(app, shutdown, TestDatabase::external(url), config)
 }
 
 /// Every line a process wrote to stdout and stderr, kept as it arrives.
@@ -457,7 +432,7 @@ impl TestApp {
     pub fn sign_claims(&self, sub: &str, overrides: Value) -> String {
         let now = platform::auth::unix_now();
         let mut claims = json!({
-            "iss": self.config.auth.verifier.issuer, "aud": self.config.auth.verifier.audience,
+            "iss": self.config.own.verifier.issuer, "aud": self.config.own.verifier.audience,
             "sub": sub, "roles": ["user"], "iat": now, "nbf": now, "exp": now + 900,
             "jti": uuid::Uuid::new_v4().to_string(),
         });
@@ -471,7 +446,7 @@ impl TestApp {
             };
         }
         self.config
-            .auth
+            .own
             .signing_key
             .sign(&claims)
             .expect("signed token")
