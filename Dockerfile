@@ -46,7 +46,7 @@ RUN set -eux; \
     cargo build --profile dist --locked -p "${SERVICE}"; \
     rm -rf crates/platform/src "services/${SERVICE}/src"
 
-# 2) The real sources (migrations are embedded at compile time by sqlx::migrate!).
+# 2) The real sources (migrations are embedded at compile time, platform::embed_migrations!).
 #    `touch` makes sure cargo sees them as newer than the stub build, whatever mtimes
 #    the build context carried.
 COPY crates/platform crates/platform

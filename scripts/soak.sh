@@ -111,46 +111,55 @@ function response(status, headers, body)
   sent = sent + 1
   if sent >= budget then wrk.thread:stop() end
 end
+-- A request() over a mix of { percent, make(id) } (the percents add up to 100);
+-- id is a random seeded row.
+function mix(choices)
+  return function()
+    local r, id = math.random(100), math.random(1, items)
+    for _, choice in ipairs(choices) do
+      r = r - choice[1]
+      if r <= 0 then return choice[2](id) end
+    end
+  end
+end
 EOF
 cat >"$WORK/users.lua" <<'EOF'
 dofile(os.getenv("SOAK_WORK") .. "/common.lua")
 local counter = 0
-function request()
-  local r = math.random(100)
-  local id = math.random(1, items)
-  if r <= 70 then
-    return wrk.format("GET", "/api/v1/users/" .. id, auth_headers)
-  elseif r <= 85 then
+request = mix({
+  { 70, function(id) return wrk.format("GET", "/api/v1/users/" .. id, auth_headers) end },
+  { 15, function()
     return wrk.format("GET", "/api/v1/users?page=" .. math.random(1, 5) .. "&page_size=20&search=seed", auth_headers)
-  elseif r <= 95 then
+  end },
+  { 10, function()
     counter = counter + 1
     local body = string.format('{"email":"soak-%d-%d-%d@soak.test","name":"Soak User","age":%d}',
       tid, counter, math.random(1, 999999999), math.random(1, 150))
     return wrk.format("POST", "/api/v1/users", json_headers, body)
-  else
+  end },
+  { 5, function(id)
     local body = string.format('{"name":"Soak Renamed %d","age":%d}', math.random(1, 999), math.random(1, 150))
     return wrk.format("PUT", "/api/v1/users/" .. id, json_headers, body)
-  end
-end
+  end },
+})
 EOF
 cat >"$WORK/orders.lua" <<'EOF'
 dofile(os.getenv("SOAK_WORK") .. "/common.lua")
-function request()
-  local r = math.random(100)
-  local id = math.random(1, items)
-  if r <= 60 then
-    return wrk.format("GET", "/api/v1/orders/" .. id, auth_headers)
-  elseif r <= 75 then
+request = mix({
+  { 60, function(id) return wrk.format("GET", "/api/v1/orders/" .. id, auth_headers) end },
+  { 15, function()
     return wrk.format("GET", "/api/v1/orders?page_size=20&user_id=" .. math.random(1, items), auth_headers)
-  elseif r <= 95 then
+  end },
+  { 20, function()
     local body = string.format('{"user_id":%d,"product_id":"SKU-%d","quantity":%d,"total_price":%d.%02d}',
       math.random(1, items), math.random(1, 100), math.random(1, 5), math.random(1, 500), math.random(0, 99))
     return wrk.format("POST", "/api/v1/orders", json_headers, body)
-  else
+  end },
+  { 5, function(id)
     local status = ({ "confirmed", "shipped", "cancelled" })[math.random(1, 3)]
     return wrk.format("PUT", "/api/v1/orders/" .. id, json_headers, '{"status":"' .. status .. '"}')
-  end
-end
+  end },
+})
 EOF
 export SOAK_WORK=$WORK
 

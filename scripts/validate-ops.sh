@@ -218,6 +218,8 @@ CALL = re.compile(
     r"\b(\w+)\s*\.\s*(?:raw|parse_or|seconds_or|fractional_seconds_or|millis_or|choice_or|invalid)"
     r"\(\s*\"([A-Z][A-Z0-9_]*)\"")
 ENV_NEW = re.compile(r"let\s+(\w+)\s*=\s*Env::new\(\s*(\"[A-Z_]*\"|[A-Z_]+)\s*,")
+# the same variables under another prefix: env.with_prefix("CIRCUIT_BREAKER")
+WITH_PREFIX = re.compile(r"let\s+(\w+)\s*=\s*\w+\.with_prefix\(\s*(\"[A-Z_]*\")\s*\)")
 CONST = re.compile(r"const\s+([A-Z_]+)\s*:\s*&str\s*=\s*\"([A-Z_]+)\"")
 # helper functions taking the Env first: parse_networks(env, "TRUSTED_PROXIES")
 HELPER = re.compile(r"\(\s*&?(\w*env)\s*,\s*\"([A-Z][A-Z0-9_]*)\"")
@@ -243,7 +245,7 @@ def service_variables(root):
         text = path.read_text().split("#[cfg(test)]")[0]
         consts = dict(CONST.findall(text))
         receivers = {}
-        for recv, arg in ENV_NEW.findall(text):
+        for recv, arg in ENV_NEW.findall(text) + WITH_PREFIX.findall(text):
             receivers[recv] = arg.strip('"') if arg.startswith('"') else consts.get(arg)
         rel = path.relative_to(root).parts
         default = ([SERVICE_PREFIX[rel[1]]] if rel[0] == "services"

@@ -12,15 +12,17 @@ use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServiceConfig;
-use crate::db::{self, Database, Migrations};
+use crate::config::{ConfigError, Env, HttpSettings, Lookup};
+use crate::db::{self, Database, DatabaseSettings, Migrations};
 use crate::health::HealthInfo;
 use crate::server::{Platform, Server};
 
 /// What makes a service: its settings, its migrations, and how its parts are
 /// put together over a ready database.
-pub trait Service {
-    type Config: ServiceConfig;
+pub trait Service: 'static {
+    /// The settings of its own, beyond the HTTP and database ones every service
+    /// reads (`()` when it has none).
+    type Settings: std::fmt::Debug + Clone;
 
     /// The binary's name, also the metrics prefix and the log's `service`.
     const NAME: &'static str;
@@ -28,15 +30,62 @@ pub trait Service {
     /// One line for `--help`.
     const ABOUT: &'static str;
 
+    /// The prefix of its variables, e.g. `USER_SERVICE` for `USER_SERVICE_PORT`.
+    const ENV_PREFIX: &'static str;
+
+    /// The port when `<PREFIX>_PORT` is unset.
+    const DEFAULT_PORT: u16;
+
+    /// The PostgreSQL database when it is given in parts (`<PREFIX>_DB_HOST`, …).
+    const DEFAULT_DATABASE: &'static str;
+
+    /// Its SQL migrations, embedded ([`embed_migrations!`](crate::embed_migrations)).
+    const MIGRATIONS: Migrations;
+
+    /// Reads its own settings; `env` carries its prefix.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    fn settings(env: &Env<'_>) -> Result<Self::Settings, ConfigError>;
+
     /// The service's OpenAPI document.
     fn openapi() -> utoipa::openapi::OpenApi;
 
-    /// The service's embedded SQL migrations.
-    fn migrations() -> Migrations;
-
     /// The service's routes, health information and background work, over a
     /// migrated database.
-    fn compose(config: Self::Config, db: Database, platform: &Platform) -> Composition;
+    fn compose(settings: Self::Settings, db: Database, platform: &Platform) -> Composition;
+}
+
+/// Everything a service reads at start: the HTTP side and the database, which
+/// every service reads the same way under its prefix, and its own settings.
+#[derive(Debug, Clone)]
+pub struct Config<S: Service> {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub own: S::Settings,
+}
+
+impl<S: Service> Config<S> {
+    /// Reads the settings through `lookup` (tests pass a map).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
+        let env = Env::new(S::ENV_PREFIX, lookup);
+        Ok(Self {
+            own: S::settings(&env)?,
+            http: HttpSettings::from_env(&env, S::NAME, S::DEFAULT_PORT)?,
+            database: DatabaseSettings::from_env(&env, S::DEFAULT_DATABASE, S::NAME)?,
+        })
+    }
+
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&crate::config::process_env)
+    }
 }
 
 /// Work that runs beside the server until the shutdown token is cancelled.
@@ -65,8 +114,8 @@ impl<S: Service> Application<S> {
     ///
     /// # Errors
     /// When the database stays unreachable, a migration fails or the port is taken.
-    pub async fn build(config: S::Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let db = db::connect_and_migrate(config.database(), S::migrations()).await?;
+    pub async fn build(config: Config<S>, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let db = db::connect_and_migrate(&config.database, S::MIGRATIONS).await?;
         Self::with_database(config, db, shutdown).await
     }
 
@@ -75,12 +124,12 @@ impl<S: Service> Application<S> {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn with_database(
-        config: S::Config,
+        config: Config<S>,
         db: Database,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let platform = Platform::new(config.http().clone(), shutdown.clone());
-        let parts = S::compose(config, db.clone(), &platform);
+        let platform = Platform::new(config.http, shutdown.clone());
+        let parts = S::compose(config.own, db.clone(), &platform);
         let api = parts.api.merge(crate::openapi::routes(S::openapi()));
         let app = platform.app(api, db.clone(), parts.health_info);
         let server = Server::bind(platform, app).await?;

@@ -5,29 +5,9 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{Application, Service};
-use crate::config::{ConfigError, HttpSettings, Lookup};
-use crate::db::{self, DatabaseSettings};
-
-/// What start-up needs from a service's configuration.
-pub trait ServiceConfig: Sized {
-    /// Reads the settings through `lookup` (tests pass a map).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first variable that is set but invalid.
-    fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError>;
-
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first variable that is set but invalid.
-    fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&crate::config::process_env)
-    }
-
-    fn http(&self) -> &HttpSettings;
-    fn database(&self) -> &DatabaseSettings;
-}
+use crate::app::{Application, Config, Service};
+use crate::config::{ConfigError, HttpSettings};
+use crate::db;
 
 /// A service binary: serve (the default), `migrate` (apply migrations and
 /// exit), `--print-openapi` or `--help`. Exit 2 for a usage or configuration
@@ -56,16 +36,16 @@ pub async fn run_service<S: Service>() -> ExitCode {
     };
     start(
         S::NAME,
-        S::Config::from_env,
-        |config| config.http(),
-        async |config: S::Config, shutdown| match command {
+        Config::<S>::from_env,
+        |config| &config.http,
+        async |config: Config<S>, shutdown| match command {
             Command::Serve => {
                 Application::<S>::build(config, shutdown)
                     .await?
                     .run_until_stopped()
                     .await
             }
-            Command::Migrate => db::connect_and_migrate(config.database(), S::migrations())
+            Command::Migrate => db::connect_and_migrate(&config.database, S::MIGRATIONS)
                 .await
                 .map(drop),
         },

@@ -27,6 +27,15 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// A [`Lookup`] over fixed name/value pairs: what tests configure a service with.
+pub fn pairs(variables: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: std::collections::HashMap<String, String> = variables
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
 /// Loads `./.env` into the process environment when the file exists; variables
 /// already set win. Called once at the top of `main`, before any thread starts.
 pub fn load_dotenv() {
@@ -46,6 +55,11 @@ pub struct Env<'a> {
 impl<'a> Env<'a> {
     pub fn new(prefix: &'a str, lookup: Lookup<'a>) -> Self {
         Self { prefix, lookup }
+    }
+
+    /// The same variables under another prefix (order-service's `CIRCUIT_BREAKER_*`).
+    pub fn with_prefix(&self, prefix: &'a str) -> Self {
+        Self::new(prefix, self.lookup)
     }
 
     /// The full variable name for `suffix`, e.g. `USER_SERVICE_PORT`.
@@ -210,10 +224,10 @@ impl HttpSettings {
             )?,
             log_format: LogFormat::from_lookup(env.lookup)?,
             rate_limit_per_second: env.parse_or("RATE_LIMIT", 100)?,
-            rate_limit_eviction_interval: positive(
+            rate_limit_eviction_interval: positive_seconds(
                 env,
                 "RATE_LIMIT_EVICTION_INTERVAL",
-                env.fractional_seconds_or("RATE_LIMIT_EVICTION_INTERVAL", 30.0)?,
+                30.0,
             )?,
             trusted_proxies: parse_networks(env, "TRUSTED_PROXIES")?,
             cors_allowed_origins: env
@@ -224,11 +238,7 @@ impl HttpSettings {
                 .filter(|o| !o.is_empty())
                 .collect(),
             request_timeout: env.seconds_or("REQUEST_TIMEOUT", 10)?,
-            header_read_timeout: positive(
-                env,
-                "HEADER_READ_TIMEOUT",
-                env.fractional_seconds_or("HEADER_READ_TIMEOUT", 10.0)?,
-            )?,
+            header_read_timeout: positive_seconds(env, "HEADER_READ_TIMEOUT", 10.0)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_TIMEOUT", 30)?,
         })
     }
@@ -236,7 +246,8 @@ impl HttpSettings {
 
 /// A zero interval would spin the eviction task and a zero header timeout would
 /// close every connection at once: both are configuration mistakes.
-fn positive(env: &Env<'_>, suffix: &str, duration: Duration) -> Result<Duration, ConfigError> {
+fn positive_seconds(env: &Env<'_>, suffix: &str, default: f64) -> Result<Duration, ConfigError> {
+    let duration = env.fractional_seconds_or(suffix, default)?;
     if duration.is_zero() {
         Err(env.invalid(suffix, "0", "must be greater than 0"))
     } else {
@@ -264,21 +275,15 @@ fn parse_networks(env: &Env<'_>, suffix: &str) -> Result<Vec<IpNet>, ConfigError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| map.get(name).cloned()
+    /// `HttpSettings` of a service whose variables start with `prefix`.
+    fn http(prefix: &str, variables: &[(&str, &str)]) -> Result<HttpSettings, ConfigError> {
+        HttpSettings::from_env(&Env::new(prefix, &pairs(variables)), "a-service", 8081)
     }
 
     #[test]
     fn defaults_follow_the_contract() {
-        let vars = lookup(&[]);
-        let settings =
-            HttpSettings::from_env(&Env::new("USER_SERVICE", &vars), "user-service", 8081).unwrap();
+        let settings = http("USER_SERVICE", &[]).unwrap();
         assert_eq!(settings.port, 8081);
         assert_eq!(settings.rate_limit_per_second, 100);
         assert_eq!(settings.log_level, "info");
@@ -292,41 +297,33 @@ mod tests {
 
     #[test]
     fn header_read_timeout_takes_fractions_and_refuses_zero() {
-        let vars = lookup(&[("X_HEADER_READ_TIMEOUT", "0.5")]);
-        let settings = HttpSettings::from_env(&Env::new("X", &vars), "x", 1).unwrap();
+        let settings = http("X", &[("X_HEADER_READ_TIMEOUT", "0.5")]).unwrap();
         assert_eq!(settings.header_read_timeout, Duration::from_millis(500));
-        let vars = lookup(&[("X_HEADER_READ_TIMEOUT", "0")]);
-        let err = HttpSettings::from_env(&Env::new("X", &vars), "x", 1).unwrap_err();
-        assert_eq!(err.variable, "X_HEADER_READ_TIMEOUT");
-        let vars = lookup(&[("X_RATE_LIMIT_EVICTION_INTERVAL", "0")]);
-        let err = HttpSettings::from_env(&Env::new("X", &vars), "x", 1).unwrap_err();
-        assert_eq!(err.variable, "X_RATE_LIMIT_EVICTION_INTERVAL");
+        for name in ["X_HEADER_READ_TIMEOUT", "X_RATE_LIMIT_EVICTION_INTERVAL"] {
+            assert_eq!(http("X", &[(name, "0")]).unwrap_err().variable, name);
+        }
     }
 
     #[test]
     fn invalid_port_names_the_variable() {
-        let vars = lookup(&[("USER_SERVICE_PORT", "eighty")]);
-        let err = HttpSettings::from_env(&Env::new("USER_SERVICE", &vars), "user-service", 8081)
-            .unwrap_err();
+        let err = http("USER_SERVICE", &[("USER_SERVICE_PORT", "eighty")]).unwrap_err();
         assert_eq!(err.variable, "USER_SERVICE_PORT");
         assert!(err.to_string().contains("USER_SERVICE_PORT"));
     }
 
     #[test]
     fn unknown_log_level_is_rejected() {
-        let vars = lookup(&[("ORDER_SERVICE_LOG_LEVEL", "loud")]);
-        let err = HttpSettings::from_env(&Env::new("ORDER_SERVICE", &vars), "order-service", 8082)
-            .unwrap_err();
+        let err = http("ORDER_SERVICE", &[("ORDER_SERVICE_LOG_LEVEL", "loud")]).unwrap_err();
         assert_eq!(err.variable, "ORDER_SERVICE_LOG_LEVEL");
     }
 
     #[test]
     fn trusted_proxies_accept_ips_and_networks() {
-        let vars = lookup(&[("X_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]);
+        let vars = pairs(&[("X_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]);
         let nets = parse_networks(&Env::new("X", &vars), "TRUSTED_PROXIES").unwrap();
         assert_eq!(nets.len(), 2);
         assert!(nets[1].contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
-        let vars = lookup(&[("X_TRUSTED_PROXIES", "nope")]);
+        let vars = pairs(&[("X_TRUSTED_PROXIES", "nope")]);
         assert!(parse_networks(&Env::new("X", &vars), "TRUSTED_PROXIES").is_err());
     }
 }

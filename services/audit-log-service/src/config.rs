@@ -3,19 +3,13 @@
 //! client secret: only the keys to check tokens with.
 
 use platform::auth::{JwksSettings, VerifierSettings};
-use platform::cli::ServiceConfig;
-use platform::config::{ConfigError, Env, HttpSettings, Lookup};
-use platform::db::DatabaseSettings;
+use platform::config::{ConfigError, Env};
 use platform::events::EventSettings;
 
-pub const SERVICE_NAME: &str = "audit-log-service";
-const PREFIX: &str = "AUDIT_LOG_SERVICE";
-
-/// Everything the service reads at start.
+/// audit-log-service's own settings, beyond the HTTP and database ones every
+/// service reads under `AUDIT_LOG_SERVICE_*`.
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub http: HttpSettings,
-    pub database: DatabaseSettings,
+pub struct AuditSettings {
     /// `AUDIT_LOG_SERVICE_USER_SERVICE_URL`: the issuer whose JWKS is the default.
     pub user_service_url: String,
     pub auth: AuthSettings,
@@ -31,35 +25,23 @@ pub struct AuthSettings {
     pub jwks: JwksSettings,
 }
 
-impl ServiceConfig for Config {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
-
-    fn database(&self) -> &DatabaseSettings {
-        &self.database
-    }
-
-    fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
-        let env = Env::new(PREFIX, lookup);
-        let shared = Env::new("", lookup);
-        let user_service_url = user_service_url(&env)?;
-        let auth = AuthSettings {
-            verifier: VerifierSettings::from_env(&shared)?,
-            jwks: JwksSettings::from_env(
-                &shared,
-                format!(
-                    "{}/.well-known/jwks.json",
-                    user_service_url.trim_end_matches('/')
-                ),
-            )?,
-        };
+impl AuditSettings {
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let shared = env.with_prefix("");
+        let user_service_url = user_service_url(env)?;
+        let jwks = format!(
+            "{}/.well-known/jwks.json",
+            user_service_url.trim_end_matches('/')
+        );
         Ok(Self {
-            http: HttpSettings::from_env(&env, SERVICE_NAME, 8083)?,
-            database: DatabaseSettings::from_env(&env, "auditdb", SERVICE_NAME)?,
-            user_service_url,
-            auth,
+            auth: AuthSettings {
+                verifier: VerifierSettings::from_env(&shared)?,
+                jwks: JwksSettings::from_env(&shared, jwks)?,
+            },
             events: EventSettings::from_env(&shared)?,
+            user_service_url,
         })
     }
 }
@@ -81,14 +63,11 @@ fn user_service_url(env: &Env<'_>) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::Config;
+    use platform::config::pairs;
 
-    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::from_lookup(&move |name: &str| map.get(name).cloned())
+    fn read(variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(&pairs(variables))
     }
 
     #[test]
@@ -97,10 +76,10 @@ mod tests {
         assert_eq!(config.http.port, 8083);
         assert_eq!(config.http.service_name, "audit-log-service");
         assert_eq!(
-            config.auth.jwks.url,
+            config.own.auth.jwks.url,
             "http://localhost:8081/.well-known/jwks.json"
         );
-        assert_eq!(config.events.nats_url, None);
+        assert_eq!(config.own.events.nats_url, None);
         assert_eq!(config.database.target.backend_name(), "sqlite");
         assert!(
             config
@@ -124,7 +103,7 @@ mod tests {
     fn the_jwks_follows_the_user_service_url_unless_set() {
         let config = read(&[("AUDIT_LOG_SERVICE_USER_SERVICE_URL", "http://users:8081/")]).unwrap();
         assert_eq!(
-            config.auth.jwks.url,
+            config.own.auth.jwks.url,
             "http://users:8081/.well-known/jwks.json"
         );
         let config = read(&[
@@ -133,8 +112,8 @@ mod tests {
             ("NATS_URL", "nats://nats:4222"),
         ])
         .unwrap();
-        assert_eq!(config.auth.jwks.url, "https://idp.example.com/keys");
-        assert_eq!(config.events.nats_url.as_deref(), Some("nats://nats:4222"));
+        assert_eq!(config.own.auth.jwks.url, "https://idp.example.com/keys");
+        assert_eq!(config.own.events.nats_url.as_deref(), Some("nats://nats:4222"));
     }
 
     #[test]

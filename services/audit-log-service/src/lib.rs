@@ -14,40 +14,45 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use config::Config;
+use config::AuditSettings;
 use consumer::ConsumerMetrics;
 use platform::app::{BackgroundTask, Composition, Service};
 use platform::auth::{Verifier, failure_counter};
+use platform::config::{ConfigError, Env};
 use platform::db::{Database, Migrations};
 use platform::server::Platform;
-
-/// The versioned SQL migrations, embedded in the binary.
-pub static MIGRATIONS: Migrations = Migrations {
-    postgres: &sqlx::migrate!("migrations/postgres"),
-    sqlite: &sqlx::migrate!("migrations/sqlite"),
-};
 
 /// How long a JWKS fetch from user-service may take.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The audit-log service: its read API and the consumer that fills it.
+#[derive(Debug, Clone)]
 pub struct AuditLogService;
 
 impl Service for AuditLogService {
-    type Config = Config;
-    const NAME: &'static str = config::SERVICE_NAME;
+    /// `AUDIT_LOG_SERVICE_USER_SERVICE_URL`, the shared `AUTH_*` verifier
+    /// settings and `NATS_*`.
+    type Settings = AuditSettings;
+    const NAME: &'static str = "audit-log-service";
     const ABOUT: &'static str =
         "Append-only audit log: every event of every service, stored once, read by admins.";
+    const ENV_PREFIX: &'static str = "AUDIT_LOG_SERVICE";
+    const DEFAULT_PORT: u16 = 8083;
+    const DEFAULT_DATABASE: &'static str = "auditdb";
+    /// Versioned SQL, embedded in the binary. A new file is listed here too (a
+    /// test compares the list with the folders).
+    const MIGRATIONS: Migrations =
+        platform::embed_migrations!["20261204000001_create_audit_logs.sql"];
+
+    fn settings(env: &Env<'_>) -> Result<AuditSettings, ConfigError> {
+        AuditSettings::from_env(env)
+    }
 
     fn openapi() -> utoipa::openapi::OpenApi {
         routes::openapi()
     }
 
-    fn migrations() -> Migrations {
-        MIGRATIONS
-    }
-
-    fn compose(config: Config, db: Database, platform: &Platform) -> Composition {
+    fn compose(config: AuditSettings, db: Database, platform: &Platform) -> Composition {
         let http = reqwest::Client::builder()
             .timeout(JWKS_TIMEOUT)
             .connect_timeout(JWKS_TIMEOUT)
@@ -83,5 +88,11 @@ impl Service for AuditLogService {
     }
 }
 
+/// Everything audit-log-service reads at start.
+pub type Config = platform::app::Config<AuditLogService>;
+
 /// A bound, ready-to-run audit-log-service.
 pub type Application = platform::app::Application<AuditLogService>;
+
+#[cfg(test)]
+platform::service_tests!(crate::AuditLogService);

@@ -3,14 +3,11 @@
 use std::time::Duration;
 
 use platform::auth::{
-    ClientCredentials, JwksSettings, VerifierSettings, client_credentials, embedded_secrets,
+    ClientCredentials, JwksSettings, VerifierSettings as TokenSettings, client_credentials,
+    embedded_secrets,
 };
-use platform::cli::ServiceConfig;
-use platform::config::{ConfigError, Env, HttpSettings, Lookup};
+use platform::config::{ConfigError, Env};
 use platform::db::DatabaseSettings;
-
-pub const SERVICE_NAME: &str = "order-service";
-const PREFIX: &str = "ORDER_SERVICE";
 
 /// The circuit breaker around user-service calls (gobreaker's settings).
 #[derive(Debug, Clone)]
@@ -34,11 +31,9 @@ pub struct OrderVerifierSettings {
     pub batch_size: u64,
 }
 
-/// Everything the service reads at start.
+/// order-service's own settings, beyond the HTTP and database ones every service reads.
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub http: HttpSettings,
-    pub database: DatabaseSettings,
+pub struct OrderSettings {
     pub user_service_url: String,
     pub user_service_timeout: Duration,
     pub breaker: BreakerSettings,
@@ -50,53 +45,29 @@ pub struct Config {
 /// How order-service checks tokens and proves itself to user-service.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
-    pub verifier: VerifierSettings,
+    pub verifier: TokenSettings,
     /// `AUTH_JWKS_URL`, by default user-service's `/.well-known/jwks.json`.
     pub jwks: JwksSettings,
     /// `AUTH_SERVICE_CLIENT_ID` / `AUTH_SERVICE_CLIENT_SECRET`: our client at user-service.
     pub service: ClientCredentials,
 }
 
-impl ServiceConfig for Config {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
-
-    fn database(&self) -> &DatabaseSettings {
-        &self.database
-    }
-
-    fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
-        let env = Env::new(PREFIX, lookup);
-        let breaker_env = Env::new("CIRCUIT_BREAKER", lookup);
-        let breaker = BreakerSettings {
-            max_requests: breaker_env.parse_or("MAX_REQUESTS", 3)?,
-            interval: breaker_env.fractional_seconds_or("INTERVAL", 60.0)?,
-            timeout: breaker_env.fractional_seconds_or("TIMEOUT", 30.0)?,
-        };
-        if breaker.max_requests == 0 {
-            return Err(breaker_env.invalid("MAX_REQUESTS", "0", "must be at least 1"));
-        }
-        let verifier = OrderVerifierSettings {
-            workers: env.parse_or("VERIFY_WORKERS", 4)?,
-            interval: env.fractional_seconds_or("VERIFY_INTERVAL", 5.0)?,
-            batch_size: env.parse_or("VERIFY_BATCH_SIZE", 100)?,
-        };
-        if verifier.workers == 0 {
-            return Err(env.invalid("VERIFY_WORKERS", "0", "must be at least 1"));
-        }
-        let database = DatabaseSettings::from_env(&env, "orderdb", SERVICE_NAME)?;
-        let user_service_url = user_service_url(&env)?;
-        let shared = Env::new("", lookup);
-        let auth = AuthSettings {
-            verifier: VerifierSettings::from_env(&shared)?,
-            jwks: JwksSettings::from_env(
-                &shared,
-                format!(
-                    "{}/.well-known/jwks.json",
-                    user_service_url.trim_end_matches('/')
-                ),
-            )?,
+impl AuthSettings {
+    /// Reads the shared `AUTH_*` variables. The service secret may be generated
+    /// beside the embedded SQLite file; on PostgreSQL it must be set.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is missing or invalid.
+    fn from_env(env: &Env<'_>, user_service_url: &str) -> Result<Self, ConfigError> {
+        let shared = env.with_prefix("");
+        let database = DatabaseSettings::from_env(env, "orderdb", "order-service")?;
+        let jwks = format!(
+            "{}/.well-known/jwks.json",
+            user_service_url.trim_end_matches('/')
+        );
+        Ok(Self {
+            verifier: TokenSettings::from_env(&shared)?,
+            jwks: JwksSettings::from_env(&shared, jwks)?,
             service: client_credentials(
                 &shared,
                 "AUTH_SERVICE_CLIENT_ID",
@@ -104,17 +75,42 @@ impl ServiceConfig for Config {
                 "AUTH_SERVICE_CLIENT_SECRET",
                 embedded_secrets(&database).as_ref(),
             )?,
-        };
+        })
+    }
+}
+
+impl OrderSettings {
+    /// Reads `ORDER_SERVICE_*` (through `env`), `CIRCUIT_BREAKER_*` and `AUTH_*`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is set but invalid.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let breaker_env = env.with_prefix("CIRCUIT_BREAKER");
+        let user_service_url = user_service_url(env)?;
         Ok(Self {
-            http: HttpSettings::from_env(&env, SERVICE_NAME, 8082)?,
-            database,
+            auth: AuthSettings::from_env(env, &user_service_url)?,
+            breaker: BreakerSettings {
+                max_requests: at_least_one(&breaker_env, "MAX_REQUESTS", 3)?,
+                interval: breaker_env.fractional_seconds_or("INTERVAL", 60.0)?,
+                timeout: breaker_env.fractional_seconds_or("TIMEOUT", 30.0)?,
+            },
+            verifier: OrderVerifierSettings {
+                workers: at_least_one(env, "VERIFY_WORKERS", 4)?,
+                interval: env.fractional_seconds_or("VERIFY_INTERVAL", 5.0)?,
+                batch_size: env.parse_or("VERIFY_BATCH_SIZE", 100)?,
+            },
             user_service_url,
             user_service_timeout: env.millis_or("USER_SERVICE_TIMEOUT_MS", 2000)?,
-            breaker,
-            verifier,
-            auth,
-            events: platform::events::EventSettings::from_env(&shared)?,
+            events: platform::events::EventSettings::from_env(&env.with_prefix(""))?,
         })
+    }
+}
+
+/// A count that zero would make meaningless (no trial calls, no workers).
+fn at_least_one(env: &Env<'_>, suffix: &str, default: usize) -> Result<usize, ConfigError> {
+    match env.parse_or(suffix, default)? {
+        0 => Err(env.invalid(suffix, "0", "must be at least 1")),
+        count => Ok(count),
     }
 }
 
@@ -135,32 +131,30 @@ fn user_service_url(env: &Env<'_>) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::Config;
+    use platform::config::pairs;
 
-    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn config(variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
         // A configured secret, so no file is generated beside a default SQLite path.
-        let map: HashMap<String, String> = [("AUTH_SERVICE_CLIENT_SECRET", "k3JfP9zQx2LmW8vR4tYb")]
-            .iter()
-            .chain(pairs)
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::from_lookup(&move |name: &str| map.get(name).cloned())
+        let mut all = vec![("AUTH_SERVICE_CLIENT_SECRET", "k3JfP9zQx2LmW8vR4tYb")];
+        all.extend_from_slice(variables);
+        Config::from_lookup(&pairs(&all))
     }
 
     #[test]
     fn defaults_follow_the_contract() {
         let config = config(&[]).unwrap();
         assert_eq!(config.http.port, 8082);
-        assert_eq!(config.user_service_url, "http://localhost:8081");
-        assert_eq!(config.breaker.max_requests, 3);
-        assert_eq!(config.breaker.interval, Duration::from_secs(60));
-        assert_eq!(config.breaker.timeout, Duration::from_secs(30));
-        assert_eq!(config.user_service_timeout, Duration::from_secs(2));
+        assert_eq!(config.own.user_service_url, "http://localhost:8081");
+        assert_eq!(config.own.breaker.max_requests, 3);
+        assert_eq!(config.own.breaker.interval, Duration::from_secs(60));
+        assert_eq!(config.own.breaker.timeout, Duration::from_secs(30));
+        assert_eq!(config.own.user_service_timeout, Duration::from_secs(2));
         assert_eq!(
-            config.auth.jwks.url,
+            config.own.auth.jwks.url,
             "http://localhost:8081/.well-known/jwks.json"
         );
-        assert_eq!(config.auth.service.id, "order-service");
+        assert_eq!(config.own.auth.service.id, "order-service");
     }
 
     #[test]
@@ -169,8 +163,7 @@ mod tests {
             "ORDER_SERVICE_DATABASE_URL",
             "postgres://u@127.0.0.1/orders",
         );
-        let missing = Config::from_lookup(&|name: &str| (name == url.0).then(|| url.1.to_owned()))
-            .unwrap_err();
+        let missing = Config::from_lookup(&pairs(&[url])).unwrap_err();
         assert_eq!(missing.variable, "AUTH_SERVICE_CLIENT_SECRET");
         let placeholder =
             config(&[url, ("AUTH_SERVICE_CLIENT_SECRET", "change-me-change-me")]).unwrap_err();
@@ -193,6 +186,6 @@ mod tests {
     #[test]
     fn breaker_timings_accept_fractions() {
         let config = config(&[("CIRCUIT_BREAKER_TIMEOUT", "0.5")]).unwrap();
-        assert_eq!(config.breaker.timeout, Duration::from_millis(500));
+        assert_eq!(config.own.breaker.timeout, Duration::from_millis(500));
     }
 }

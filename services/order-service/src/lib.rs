@@ -18,9 +18,10 @@ use std::sync::Arc;
 use serde_json::json;
 
 use breaker::state_name;
-use config::Config;
+use config::OrderSettings;
 use platform::app::{BackgroundTask, Composition, Service};
 use platform::auth::{Verifier as TokenVerifier, failure_counter};
+use platform::config::{ConfigError, Env};
 use platform::db::{Database, Migrations};
 use platform::events::relay::{self, OutboxMetrics};
 use platform::events::{Handler, consumer};
@@ -30,31 +31,37 @@ use service_token::ServiceToken;
 use user_client::UserClient;
 use verify::Verifier;
 
-/// The versioned SQL migrations, embedded in the binary.
-pub static MIGRATIONS: Migrations = Migrations {
-    postgres: &sqlx::migrate!("migrations/postgres"),
-    sqlite: &sqlx::migrate!("migrations/sqlite"),
-};
-
 /// The order service: its API, the user-service client behind a circuit
 /// breaker, and the background re-verification of unverified orders.
+#[derive(Debug, Clone)]
 pub struct OrderService;
 
 impl Service for OrderService {
-    type Config = Config;
-    const NAME: &'static str = config::SERVICE_NAME;
+    /// `ORDER_SERVICE_*`, the contract's `CIRCUIT_BREAKER_*` and the shared `AUTH_*`.
+    type Settings = OrderSettings;
+    const NAME: &'static str = "order-service";
     const ABOUT: &'static str =
         "Order management: orders checked against user-service through a circuit breaker.";
+    const ENV_PREFIX: &'static str = "ORDER_SERVICE";
+    const DEFAULT_PORT: u16 = 8082;
+    const DEFAULT_DATABASE: &'static str = "orderdb";
+    /// Versioned SQL, embedded in the binary. A new file is listed here too (a
+    /// test compares the list with the folders).
+    const MIGRATIONS: Migrations = platform::embed_migrations![
+        "20261124000001_create_orders.sql",
+        "20261203000001_identity.sql",
+        "20261203000002_outbox.sql",
+    ];
+
+    fn settings(env: &Env<'_>) -> Result<OrderSettings, ConfigError> {
+        OrderSettings::from_env(env)
+    }
 
     fn openapi() -> utoipa::openapi::OpenApi {
         routes::openapi()
     }
 
-    fn migrations() -> Migrations {
-        MIGRATIONS
-    }
-
-    fn compose(config: Config, db: Database, platform: &Platform) -> Composition {
+    fn compose(config: OrderSettings, db: Database, platform: &Platform) -> Composition {
         let token = Arc::new(ServiceToken::new(
             &config.user_service_url,
             config.auth.service.clone(),
@@ -93,7 +100,7 @@ impl Service for OrderService {
 /// JWKS refresh, the outbox relay, and the consumer of user events (a user
 /// deleted or deactivated has its pending orders cancelled).
 fn background_work(
-    config: &Config,
+    config: &OrderSettings,
     db: &Database,
     users: &UserClient,
     tokens: &Arc<TokenVerifier>,
@@ -131,6 +138,11 @@ fn background_work(
     ));
     work
 }
+/// Everything order-service reads at start.
+pub type Config = platform::app::Config<OrderService>;
 
 /// A bound, ready-to-run order-service.
 pub type Application = platform::app::Application<OrderService>;
+
+#[cfg(test)]
+platform::service_tests!(crate::OrderService);

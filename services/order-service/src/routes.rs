@@ -247,15 +247,3 @@ async fn delete_order(
         message: "order deleted".to_owned(),
     }))
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn committed_openapi_spec_matches_the_code() {
-        platform::testing::assert_committed_spec(
-            env!("CARGO_MANIFEST_DIR"),
-            "order-service",
-            &super::openapi(),
-        );
-    }
-}

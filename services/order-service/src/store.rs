@@ -336,23 +336,13 @@ mod tests {
     use super::*;
     use platform::testing::TestDatabase;
 
-    async fn migrated(url: &str) -> Database {
-        let lookup = |name: &str| (name == "ORDER_SERVICE_DATABASE_URL").then(|| url.to_owned());
-        let env = platform::config::Env::new("ORDER_SERVICE", &lookup);
-        let settings = platform::db::DatabaseSettings::from_env(&env, "orderdb", "order-service")
-            .expect("database settings");
-        platform::db::connect_and_migrate(&settings, crate::MIGRATIONS)
-            .await
-            .expect("migrated database")
-    }
-
     /// A fresh database, and the request `body` parsed.
     async fn database_and(
         backend: platform::testing::Backend,
         body: &str,
     ) -> (TestDatabase, Database, CreateOrderRequest) {
         let database = TestDatabase::create(backend).await;
-        let db = migrated(&database.url).await;
+        let db = platform::testing::migrated::<crate::OrderService>(&database.url).await;
         (
             database,
             db,
@@ -365,12 +355,7 @@ mod tests {
             let body = r#"{"user_id":7,"product_id":"P-1","quantity":3,"total_price":12.34}"#;
             let (_database, db, request) = database_and(backend, body).await;
             let order = insert(&db, &request, 7, false, &Origin::system()).await.unwrap();
-            let row = db.query_one("SELECT * FROM orders WHERE id = $1", &[&order.id]).await.unwrap();
-            let mut table = row.column_names();
-            table.sort();
-            let mut listed: Vec<&str> = Order::COLUMNS.split(", ").collect();
-            listed.sort_unstable();
-            assert_eq!(table, listed, "Order::COLUMNS names every column of orders");
+            platform::testing::assert_column_list(&db, "orders", order.id, Order::COLUMNS).await;
             assert_eq!(find(&db, order.id).await.unwrap(), order, "from_row reads back what was stored");
             assert_eq!((order.total_price_cents, order.quantity), (1234, 3));
             db.close().await;

@@ -5,7 +5,6 @@
 //! address, so tests run it on port 0 exactly as `main` runs it on 8081.
 
 pub mod auth;
-pub mod config;
 pub mod error;
 pub mod model;
 pub mod password;
@@ -15,56 +14,88 @@ pub mod store;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use jsonwebtoken::jwk::JwkSet;
 use platform::app::{Composition, Service};
 use platform::auth::{KeySet, Verifier, failure_counter};
-use platform::db::{Database, Migrations};
+use platform::config::{ConfigError, Env};
+use platform::db::{Database, DatabaseSettings, Migrations};
+use platform::events::EventSettings;
 use platform::events::relay::{self, OutboxMetrics};
 use platform::server::Platform;
 
 use auth::IdentityProvider;
-
-/// The versioned SQL migrations, embedded in the binary.
-pub static MIGRATIONS: Migrations = Migrations {
-    postgres: &sqlx::migrate!("migrations/postgres"),
-    sqlite: &sqlx::migrate!("migrations/sqlite"),
-};
+use auth::config::AuthConfig;
 
 /// What every handler can reach.
-#[derive(Clone, FromRef)]
+#[derive(Clone)]
 pub struct AppState {
     pub db: Database,
     pub auth: Arc<IdentityProvider>,
 }
 
-/// The user service: its API over its database, and the relay of its outbox.
+/// Handlers that need only the database take `State<Database>`.
+impl FromRef<AppState> for Database {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}
+
+/// user-service's own settings: the identity provider's and where its events go.
+#[derive(Debug, Clone)]
+pub struct UserSettings {
+    pub auth: AuthConfig,
+    pub events: EventSettings,
+}
+
+/// The user service: its API over its database, the identity provider, and the
+/// relay of its outbox.
+#[derive(Debug, Clone)]
 pub struct UserService;
 
 impl Service for UserService {
-    type Config = config::Config;
-    const NAME: &'static str = config::SERVICE_NAME;
+    /// The identity provider's settings (`AUTH_*`, `USER_SERVICE_OPEN_REGISTRATION`)
+    /// and the bus (`NATS_*`); the rest is what every service reads
+    /// (`USER_SERVICE_*`, as the contract).
+    type Settings = UserSettings;
+    const NAME: &'static str = "user-service";
     const ABOUT: &'static str = "User management and identity: users over PostgreSQL or embedded SQLite, tokens for every service.";
+    const ENV_PREFIX: &'static str = "USER_SERVICE";
+    const DEFAULT_PORT: u16 = 8081;
+    const DEFAULT_DATABASE: &'static str = "userdb";
+    /// Versioned SQL, embedded in the binary. A new file is listed here too (a
+    /// test compares the list with the folders).
+    const MIGRATIONS: Migrations = platform::embed_migrations![
+        "20261124000001_create_users.sql",
+        "20261203000001_identity.sql",
+        "20261203000002_outbox.sql",
+    ];
+
+    fn settings(env: &Env<'_>) -> Result<UserSettings, ConfigError> {
+        // Where the database is decides whether secrets may be generated.
+        let database = DatabaseSettings::from_env(env, Self::DEFAULT_DATABASE, Self::NAME)?;
+        let shared = env.with_prefix("");
+        Ok(UserSettings {
+            auth: AuthConfig::from_env(&shared, env, &database)?,
+            events: EventSettings::from_env(&shared)?,
+        })
+    }
 
     fn openapi() -> utoipa::openapi::OpenApi {
         routes::openapi()
     }
 
-    fn migrations() -> Migrations {
-        MIGRATIONS
-    }
-
-    fn compose(config: config::Config, db: Database, platform: &Platform) -> Composition {
-        announce_generated_secrets(&config);
+    fn compose(settings: UserSettings, db: Database, platform: &Platform) -> Composition {
+        let config = settings.auth;
+        announce_generated_secrets(&config, platform.settings.port);
         password::warm_up();
         let auth = auth::provider(
-            &config.auth,
-            config.http.trusted_proxies.clone(),
+            &config,
+            platform.settings.trusted_proxies.clone(),
             &platform.metrics,
         );
         // user-service verifies tokens against the keys it publishes.
-        let keys = KeySet::from_jwks(&JwkSet::clone(auth.issuer.jwks()));
+        let keys = KeySet::from_jwks(auth.issuer.jwks());
         let verifier = Arc::new(Verifier::with_keys(
-            config.auth.verifier.clone(),
+            config.verifier.clone(),
             keys,
             failure_counter(&platform.metrics, Self::NAME),
         ));
@@ -76,31 +107,36 @@ impl Service for UserService {
             })
             .layer(verifier.layer()),
             health_info: None,
-            background: vec![relay::task(db, config.events, outbox, Self::NAME)],
+            background: vec![relay::task(db, settings.events, outbox, Self::NAME)],
         }
     }
 }
 
-/// On the embedded default, says once at start where the generated secrets are
-/// and how to get an admin token with them (never the secrets themselves).
-fn announce_generated_secrets(config: &config::Config) {
-    let Some(secrets) = &config.auth.generated_in else {
+/// On the embedded default, says at start where the generated secrets are and
+/// how to get an admin token with them (never the secrets themselves).
+fn announce_generated_secrets(config: &AuthConfig, port: u16) {
+    let Some(secrets) = &config.generated_in else {
         return;
     };
     let file = secrets.dir().join(platform::auth::CLIENTS_FILE);
     tracing::info!(
         file = %file.display(),
         admin_token = format!(
-            "set -a; . {}; set +a; curl -s -X POST localhost:{}/api/v1/auth/token -H 'Content-Type: application/json' \
+            "set -a; . {}; set +a; curl -s -X POST localhost:{port}/api/v1/auth/token -H 'Content-Type: application/json' \
              -d \"{{\\\"client_id\\\":\\\"{}\\\",\\\"client_secret\\\":\\\"$AUTH_CLIENT_SECRET\\\"}}\"",
             file.display(),
-            config.http.port,
-            config.auth.operator.id
+            config.operator.id
         ),
-        "signing key and client secrets generated on first start are in this directory (owner-only); \
-         for an admin token run the admin_token command"
+        "the signing key and client secrets of the embedded default are in this directory \
+         (owner-only, generated on first start); for an admin token run the admin_token command"
     );
 }
 
+/// Everything user-service reads at start.
+pub type Config = platform::app::Config<UserService>;
+
 /// A bound, ready-to-run user-service.
 pub type Application = platform::app::Application<UserService>;
+
+#[cfg(test)]
+platform::service_tests!(crate::UserService);

@@ -259,29 +259,13 @@ mod tests {
     use super::*;
     use platform::testing::TestDatabase;
 
-    /// A migrated database behind a pool of one connection, so every statement
-    /// reuses the connection the one before it had.
-    async fn migrated(url: &str) -> Database {
-        let lookup = |name: &str| match name {
-            "USER_SERVICE_DATABASE_URL" => Some(url.to_owned()),
-            "USER_SERVICE_DATABASE_MAX_CONNECTIONS" => Some("1".to_owned()),
-            _ => None,
-        };
-        let env = platform::config::Env::new("USER_SERVICE", &lookup);
-        let settings = platform::db::DatabaseSettings::from_env(&env, "userdb", "user-service")
-            .expect("database settings");
-        platform::db::connect_and_migrate(&settings, crate::MIGRATIONS)
-            .await
-            .expect("migrated database")
-    }
-
     /// A fresh database holding one user made from `body`.
     async fn one_user(
         backend: platform::testing::Backend,
         body: &str,
     ) -> (TestDatabase, Database, User) {
         let database = TestDatabase::create(backend).await;
-        let db = migrated(&database.url).await;
+        let db = platform::testing::migrated::<crate::UserService>(&database.url).await;
         let request: CreateUserRequest = platform::body::parse_json(body.as_bytes()).unwrap();
         let user = insert(&db, &request, None, &Origin::system())
             .await
@@ -293,14 +277,9 @@ mod tests {
         async fn the_column_list_is_the_table_and_from_row_reads_it_back(backend) {
             let body = r#"{"email":"Cols@Example.com","name":"Col Umns","age":42}"#;
             let (_database, db, user) = one_user(backend, body).await;
-            let row = db.query_one("SELECT * FROM users WHERE id = $1", &[&user.id]).await.unwrap();
-            let mut table = row.column_names();
-            table.sort();
-            let mut listed: Vec<&str> = User::COLUMNS.split(", ").map(str::trim).collect();
             // Only the login reads the hash (find_credentials).
-            listed.push("password_hash");
-            listed.sort_unstable();
-            assert_eq!(table, listed, "User::COLUMNS names every column of users but the hash");
+            let columns = format!("{}, password_hash", User::COLUMNS);
+            platform::testing::assert_column_list(&db, "users", user.id, &columns).await;
             assert_eq!(find(&db, user.id).await.unwrap(), user, "from_row reads back what was stored");
             assert_eq!((user.email.as_str(), user.age), ("cols@example.com", 42));
             db.close().await;

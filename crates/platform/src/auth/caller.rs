@@ -130,8 +130,15 @@ fn verifier(parts: &Parts) -> Result<Arc<Verifier>, ApiError> {
 }
 
 async fn authenticate(parts: &Parts) -> Result<Option<Caller>, ApiError> {
-    let Some(token) = bearer_token(parts)? else {
-        return Ok(None);
+    let token = match bearer_token(parts) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Ok(None),
+        Err(err) => {
+            if let Ok(verifier) = verifier(parts) {
+                verifier.count_failure("malformed");
+            }
+            return Err(err);
+        }
     };
     let caller = verifier(parts)?.verify(token).await?;
     // The request's log line names who asked (never the token).

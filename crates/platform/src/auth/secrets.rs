@@ -211,7 +211,7 @@ mod tests {
     fn secrets_match_only_themselves_and_never_print() {
         let secret = Secret::generate();
         assert_eq!(secret.expose().len(), 43);
-        assert!(secret.matches(&secret.expose().to_owned()));
+        assert!(secret.matches(secret.expose()));
         assert!(!secret.matches(""));
         assert!(!secret.matches(&format!("{}x", secret.expose())));
         assert_eq!(format!("{secret:?}"), "Secret(***)");

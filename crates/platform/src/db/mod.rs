@@ -11,20 +11,21 @@
 //!
 //! Stores write plain SQL with `$1`-style placeholders, which both backends accept,
 //! bind values through [`SqlParam`] and read columns through [`Row::get`].
-//! Migrations are plain SQL per backend, embedded by `sqlx::migrate!` and applied
-//! over one short-lived sqlx connection; sqlx holds a PostgreSQL advisory lock while
-//! it migrates, so replicas starting together apply each migration exactly once.
+//! Migrations are plain SQL per backend, embedded with [`embed_migrations!`](crate::embed_migrations)
+//! and applied by sqlx's migrator over one short-lived connection (tokio-postgres on
+//! PostgreSQL, holding sqlx's advisory lock while it migrates, so replicas starting
+//! together apply each migration exactly once).
 
 mod connection;
 mod error;
+mod migrations;
+mod postgres_migrate;
 mod settings;
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use sqlx::migrate::Migrator;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteArguments, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Arguments, Sqlite};
 use tokio_postgres::NoTls;
@@ -32,7 +33,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 
 pub use connection::{Connection, Transaction};
 pub use error::DbError;
-use settings::postgres_host;
+pub use migrations::{MigrationFile, Migrations, migrate, migrator};
 pub use settings::{DatabaseSettings, DatabaseTarget};
 
 /// Now, at microsecond precision: what both backends store exactly, so a row
@@ -40,13 +41,6 @@ pub use settings::{DatabaseSettings, DatabaseTarget};
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
-}
-
-/// The embedded migrations of one service, one set per backend.
-#[derive(Debug, Clone, Copy)]
-pub struct Migrations {
-    pub postgres: &'static Migrator,
-    pub sqlite: &'static Migrator,
 }
 
 /// A service's database: a pool on either backend. Cheap to clone.
@@ -309,58 +303,4 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> Database {
                 .connect_lazy_with(options.clone()),
         ),
     }
-}
-
-/// Applies pending migrations for whichever backend `db` is.
-pub async fn migrate(
-    settings: &DatabaseSettings,
-    db: &Database,
-    migrations: Migrations,
-) -> anyhow::Result<()> {
-    match (&settings.target, db) {
-        (DatabaseTarget::Postgres(config), _) => {
-            use sqlx::Connection;
-            let mut connection = sqlx::PgConnection::connect_with(&migration_options(config))
-                .await
-                .context("connecting to apply PostgreSQL migrations")?;
-            migrations
-                .postgres
-                .run(&mut connection)
-                .await
-                .context("applying PostgreSQL migrations")?;
-            connection.close().await?;
-        }
-        (DatabaseTarget::Sqlite(_), Database::Sqlite(pool)) => migrations
-            .sqlite
-            .run(pool)
-            .await
-            .context("applying SQLite migrations")?,
-        (DatabaseTarget::Sqlite(_), Database::Postgres(_)) => {
-            anyhow::bail!("settings name SQLite but the pool is PostgreSQL")
-        }
-    }
-    tracing::info!("database migrations applied");
-    Ok(())
-}
-
-/// sqlx (which runs the migrations) takes its own options; same server and role.
-fn migration_options(config: &tokio_postgres::Config) -> PgConnectOptions {
-    let mut options = PgConnectOptions::new()
-        .port(config.get_ports().first().copied().unwrap_or(5432))
-        .application_name(config.get_application_name().unwrap_or("migrations"));
-    options = match config.get_hosts().first() {
-        #[cfg(unix)]
-        Some(tokio_postgres::config::Host::Unix(path)) => options.socket(path),
-        _ => options.host(&postgres_host(config)),
-    };
-    if let Some(user) = config.get_user() {
-        options = options.username(user);
-    }
-    if let Some(password) = config.get_password() {
-        options = options.password(&String::from_utf8_lossy(password));
-    }
-    if let Some(dbname) = config.get_dbname() {
-        options = options.database(dbname);
-    }
-    options
 }

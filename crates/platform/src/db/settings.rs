@@ -144,7 +144,7 @@ fn sqlite_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
-pub(super) fn postgres_host(config: &tokio_postgres::Config) -> String {
+fn postgres_host(config: &tokio_postgres::Config) -> String {
     match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         #[cfg(unix)]
@@ -156,14 +156,9 @@ pub(super) fn postgres_host(config: &tokio_postgres::Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn settings(pairs: &[(&str, &str)]) -> Result<DatabaseSettings, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let lookup = move |name: &str| map.get(name).cloned();
+    fn settings(variables: &[(&str, &str)]) -> Result<DatabaseSettings, ConfigError> {
+        let lookup = crate::config::pairs(variables);
         DatabaseSettings::from_env(&Env::new("USER_SERVICE", &lookup), "userdb", "user-service")
     }
 

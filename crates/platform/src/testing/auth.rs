@@ -8,6 +8,18 @@ use jsonwebtoken::jwk::JwkSet;
 
 use crate::auth::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER, Role, Secret, SigningKey, unix_now};
 
+/// The test process's identity: one signing key (in a temp directory kept for
+/// the process's life) and client secrets, set as a PostgreSQL deployment sets
+/// them; [`test_config`](super::test_config) passes them to every service.
+pub fn test_auth() -> &'static TestAuth {
+    static AUTH: std::sync::LazyLock<TestAuth> = std::sync::LazyLock::new(|| {
+        TestAuth::new(
+            &std::env::temp_dir().join(format!("microservices-test-auth-{}", std::process::id())),
+        )
+    });
+    &AUTH
+}
+
 /// A test process's identity set-up.
 pub struct TestAuth {
     /// `AUTH_JWT_PRIVATE_KEY_FILE`, `AUTH_CLIENT_SECRET`, `AUTH_SERVICE_CLIENT_SECRET`.

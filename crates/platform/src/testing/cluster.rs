@@ -1,8 +1,12 @@
-//! A PostgreSQL cluster of the test's own, to stop and start under load.
+//! A PostgreSQL cluster of the test's own, to stop and start under load, and
+//! the outage scenario both services' fault tests run on it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::poll_until;
+use reqwest::StatusCode;
+
+use super::{Answer, Load, TestClient, assert_documented, poll_until};
 
 /// A throwaway PostgreSQL cluster of its own (`initdb` + `pg_ctl` in a temp dir, on
 /// a free loopback port) that a test can stop and start again under load, which the
@@ -179,7 +183,7 @@ pub fn free_port() -> u16 {
 }
 
 /// When an outage made by [`database_outage_under_load`] began, ended, and
-/// when the service was whole again.
+/// when the service was whole again; what the load saw.
 pub struct Outage {
     pub down: std::time::Instant,
     pub up: std::time::Instant,
@@ -189,25 +193,88 @@ pub struct Outage {
     /// From the restart to the first successful answer, and to full recovery.
     pub first_success_after: Option<Duration>,
     pub recovered_after: Duration,
+    /// Every answer of the load, and their count per status.
+    pub answers: Vec<Answer>,
+    pub statuses: BTreeMap<u16, usize>,
 }
 
-/// Stops `postgres` (`mode`: `fast`, or `immediate` for a crash) under `load`
-/// and proves the service noticed: readiness fails and the load sees 503s.
-/// Then restarts it and waits, up to `recovery`, until the service is ready and
-/// the load has had a successful `write` and `read` (answer labels) again;
-/// then keeps the load on for `settle` more answers.
+/// Once `load` is running (20 answers of 201), stops `postgres` (`mode`:
+/// `fast`, or `immediate` for a crash) and proves the service noticed:
+/// readiness fails and the load sees 503s. Then restarts it and waits, up to
+/// `recovery`, until the service is ready and the load has had a successful
+/// `write` and `read` (answer labels) again; keeps the load on a little longer,
+/// then stops it and checks its answers: each a 200, a 201 or a 503 envelope
+/// within `max_latency`, and each asked after recovery a success.
 ///
 /// # Panics
 /// When any of that does not happen in time.
 pub async fn database_outage_under_load(
     postgres: &TemporaryPostgres,
     mode: &str,
-    service: &crate::testing::TestClient,
-    load: &crate::testing::Load,
+    service: &TestClient,
+    load: Load,
     (write, read): (&str, &str),
     recovery: Duration,
+    max_latency: Duration,
 ) -> Outage {
-    use reqwest::StatusCode;
+    let running = poll_until(Duration::from_secs(30), || async {
+        load.count(|a| a.status == Some(201)) >= 20
+    })
+    .await;
+    assert!(running.is_some(), "load is running");
+    let (down, ready_failed_after) = stop_and_notice(postgres, mode, service, &load).await;
+    postgres.restart().await;
+    let up = std::time::Instant::now();
+    let succeeded =
+        |label: &str| load.count(|a| a.started > up && a.is_success() && a.label == label) > 0;
+    let whole = poll_until(recovery, || async {
+        service.get("/health/ready").await.status == StatusCode::OK
+            && succeeded(write)
+            && succeeded(read)
+    })
+    .await;
+    let first_success_after = load
+        .answers()
+        .iter()
+        .filter(|a| a.finished > up && a.is_success())
+        .map(|a| a.finished - up)
+        .min();
+    assert!(
+        whole.is_some(),
+        "not recovered within {recovery:?} of the database returning (first 2xx after {first_success_after:?})"
+    );
+    let recovered = std::time::Instant::now();
+    // Keep the load on a little longer: after recovery everything must succeed.
+    let settle = load.count(|_| true) + 60;
+    poll_until(Duration::from_secs(30), || async {
+        load.count(|_| true) >= settle
+    })
+    .await;
+    let answers = load.finish().await;
+    let statuses = assert_documented(&answers, &[200, 201], max_latency);
+    for answer in answers.iter().filter(|a| a.started > recovered) {
+        assert!(answer.is_success(), "a failure after recovery: {answer:?}");
+    }
+    Outage {
+        down,
+        up,
+        recovered,
+        ready_failed_after,
+        first_success_after,
+        recovered_after: whole.unwrap_or_default(),
+        answers,
+        statuses,
+    }
+}
+
+/// Stops `postgres` and waits until readiness fails and the load sees 503s;
+/// returns when it stopped and how long readiness took to fail.
+async fn stop_and_notice(
+    postgres: &TemporaryPostgres,
+    mode: &str,
+    service: &TestClient,
+    load: &Load,
+) -> (std::time::Instant, Duration) {
     postgres.stop(mode).await;
     let down = std::time::Instant::now();
     let unready = poll_until(Duration::from_secs(15), || async {
@@ -226,39 +293,5 @@ pub async fn database_outage_under_load(
         refused.is_some(),
         "the load saw no 503 while the database was down"
     );
-    postgres.restart().await;
-    let up = std::time::Instant::now();
-    let succeeded =
-        |label: &str| load.count(|a| a.started > up && a.is_success() && a.label == label) > 0;
-    let whole = poll_until(recovery, || async {
-        service.get("/health/ready").await.status == StatusCode::OK
-            && succeeded(write)
-            && succeeded(read)
-    })
-    .await;
-    let first_2xx = load
-        .answers()
-        .iter()
-        .filter(|a| a.finished > up && a.is_success())
-        .map(|a| a.finished - up)
-        .min();
-    assert!(
-        whole.is_some(),
-        "not recovered within {recovery:?} of the database returning (first 2xx after {first_2xx:?})"
-    );
-    let recovered = std::time::Instant::now();
-    // Keep the load on a little longer: after recovery everything must succeed.
-    let settle = load.count(|_| true) + 60;
-    poll_until(Duration::from_secs(30), || async {
-        load.count(|_| true) >= settle
-    })
-    .await;
-    Outage {
-        down,
-        up,
-        recovered,
-        ready_failed_after: unready.unwrap_or_default(),
-        first_success_after: first_2xx,
-        recovered_after: whole.unwrap_or_default(),
-    }
+    (down, unready.unwrap_or_default())
 }

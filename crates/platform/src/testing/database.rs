@@ -1,6 +1,6 @@
 //! A database of its own for each test, on either backend.
 
-use sqlx::{Connection, Executor, PgConnection};
+use tokio_postgres::NoTls;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -12,6 +12,13 @@ pub enum Backend {
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A connection to the server's administrative database.
+async fn admin() -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(&admin_url(), NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 /// A database that exists for one test: a temp SQLite file, or a randomly named
@@ -44,16 +51,21 @@ impl TestDatabase {
                 }
             }
             Backend::Postgres => {
-                let admin = admin_url();
-                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!("PostgreSQL tests need a server at {admin} (set TEST_DATABASE_URL): {e}")
+                let admin_url = admin_url();
+                let admin = admin().await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL tests need a server at {admin_url} (set TEST_DATABASE_URL): {e}"
+                    )
                 });
                 let name = format!("test_{}", uuid::Uuid::new_v4().simple());
                 // The name is ours (a UUID), so formatting it into SQL is safe.
-                conn.execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+                admin
+                    .batch_execute(&format!(r#"CREATE DATABASE "{name}""#))
                     .await
                     .expect("create test database");
-                let (base, _) = admin.rsplit_once('/').expect("admin url names a database");
+                let (base, _) = admin_url
+                    .rsplit_once('/')
+                    .expect("admin url names a database");
                 Self {
                     url: format!("{base}/{name}"),
                     cleanup: Cleanup::Postgres { name },
@@ -84,8 +96,8 @@ impl Drop for TestDatabase {
                     .build()
                     .expect("runtime");
                 runtime.block_on(async {
-                    if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
-                        let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
+                    if let Ok(admin) = admin().await {
+                        let _ = admin.batch_execute(&sql).await;
                     }
                 });
             })
@@ -108,4 +120,64 @@ pub async fn connect(url: &str) -> crate::db::Database {
     crate::db::connect(&settings)
         .await
         .expect("direct connection")
+}
+
+/// Asserts that `migrations` embed exactly the files of the service's
+/// `migrations/postgres` and `migrations/sqlite`, with the versions, descriptions
+/// and checksums sqlx reads from those folders (what `sqlx::migrate!` embedded
+/// before, so databases migrated by an older build still validate).
+///
+/// # Panics
+/// When a file is missing from the list, listed but absent, or read differently.
+pub fn assert_migrations_embedded(manifest_dir: &str, migrations: crate::db::Migrations) {
+    for (folder, files) in [
+        ("postgres", migrations.postgres),
+        ("sqlite", migrations.sqlite),
+    ] {
+        let dir = std::path::Path::new(manifest_dir)
+            .join("migrations")
+            .join(folder);
+        let read = |m: &sqlx::migrate::Migration| {
+            let m = m.clone();
+            (
+                m.version,
+                m.description,
+                m.migration_type,
+                m.checksum,
+                m.no_tx,
+            )
+        };
+        let mut on_disk: Vec<_> = sqlx::migrate::resolve_blocking(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .iter()
+            .map(|(m, _)| read(m))
+            .collect();
+        on_disk.sort_by_key(|m| m.0);
+        let migrator = crate::db::migrator(files).expect("well-named migrations");
+        let embedded: Vec<_> = migrator.iter().map(read).collect();
+        assert_eq!(
+            embedded, on_disk,
+            "migrations/{folder}: list every file, in order"
+        );
+    }
+}
+
+/// Asserts that `columns` (a row type's `COLUMNS`) names every column of
+/// `table`, as the stored row `id` has them.
+///
+/// # Panics
+/// When the row cannot be read or the lists differ.
+pub async fn assert_column_list(db: &crate::db::Database, table: &str, id: i64, columns: &str) {
+    let row = db
+        .query_one(&format!("SELECT * FROM {table} WHERE id = $1"), &[&id])
+        .await
+        .expect("the stored row");
+    let mut in_table = row.column_names();
+    in_table.sort();
+    let mut listed: Vec<&str> = columns.split(", ").collect();
+    listed.sort_unstable();
+    assert_eq!(
+        in_table, listed,
+        "the column list names every column of {table}"
+    );
 }

@@ -173,6 +173,12 @@ impl TestClient {
         self.send(self.http.get(self.url(path))).await
     }
 
+    /// GET with one extra header (a request id, a forwarded-for chain).
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> TestResponse {
+        self.send(self.http.get(self.url(path)).header(name, value))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> TestResponse {
         self.send(self.http.delete(self.url(path))).await
     }

@@ -1,5 +1,8 @@
 //! A bounded concurrent load and the answers it saw.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use serde_json::Value;
 
 /// One answer seen by a load generator, with when it was asked and answered.
@@ -139,4 +142,37 @@ pub fn created_ids(answers: &[Answer]) -> Vec<i64> {
     let distinct: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(distinct.len(), ids.len(), "an id was handed out twice");
     ids
+}
+
+/// Asserts every answer is one the API documents for this situation: `allowed`
+/// statuses, or a 503 SERVICE_UNAVAILABLE envelope, within `max_latency`;
+/// never a transport error or another 5xx. Returns the count per status.
+///
+/// # Panics
+/// At the first answer that is none of those.
+pub fn assert_documented(
+    answers: &[Answer],
+    allowed: &[u16],
+    max_latency: Duration,
+) -> BTreeMap<u16, usize> {
+    let mut statuses = BTreeMap::new();
+    let mut unavailable = BTreeMap::<String, usize>::new();
+    for answer in answers {
+        assert!(answer.error.is_none(), "no answer: {answer:?}");
+        let status = answer.status.expect("status");
+        *statuses.entry(status).or_default() += 1;
+        if status == 503 {
+            assert_eq!(answer.code(), Some("SERVICE_UNAVAILABLE"), "{answer:?}");
+            let message = answer.body["error"]["message"].to_string();
+            *unavailable.entry(message).or_default() += 1;
+        } else {
+            assert!(allowed.contains(&status), "undocumented answer: {answer:?}");
+        }
+        let latency = answer.latency();
+        assert!(latency < max_latency, "an answer took {latency:?}");
+    }
+    if !unavailable.is_empty() {
+        println!("503 answers by message: {unavailable:?}");
+    }
+    statuses
 }

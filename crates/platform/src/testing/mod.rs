@@ -1,8 +1,9 @@
 //! Test support shared by the services' integration tests (feature `testing`):
 //! a fresh database per test on either backend, an HTTP client that reads our
-//! envelope, a throwaway PostgreSQL cluster to stop under load, a bounded load
-//! generator, a NATS stream of its own, and a macro that runs a test body on
-//! SQLite and on PostgreSQL.
+//! envelope, a service run in the test's process, a throwaway PostgreSQL cluster
+//! to stop under load, a bounded load generator, a NATS stream of its own and a
+//! throwaway NATS server, and a macro that runs a test body on SQLite and on
+//! PostgreSQL.
 
 mod auth;
 mod cluster;
@@ -11,16 +12,20 @@ mod events;
 mod http;
 mod load;
 mod nats;
+mod service;
 
-pub use auth::TestAuth;
+pub use auth::{TestAuth, test_auth};
 pub use cluster::{Outage, TemporaryPostgres, database_outage_under_load, free_port};
-pub use database::{Backend, TestDatabase, admin_url, connect};
+pub use database::{
+    Backend, TestDatabase, admin_url, assert_column_list, assert_migrations_embedded, connect,
+};
 pub use events::{TestStream, nats_url};
 pub use http::{
     INTERNALS, TestClient, TestResponse, assert_no_internals, client_from, metric_value,
 };
-pub use load::{Answer, Load, created_ids};
+pub use load::{Answer, Load, assert_documented, created_ids};
 pub use nats::TemporaryNats;
+pub use service::{RunningService, migrated, test_config};
 
 use serde_json::Value;
 
@@ -38,6 +43,35 @@ macro_rules! backend_tests {
             async fn body($backend: $crate::testing::Backend) $body
         }
     )*};
+}
+
+/// The checks of a service's committed files, as unit tests of its crate: the
+/// OpenAPI document under `docs/openapi/` and the migration folders are what the
+/// code generates and embeds. `#[cfg(test)] platform::service_tests!(crate::UserService);`
+#[macro_export]
+macro_rules! service_tests {
+    ($service:ty) => {
+        mod service_tests {
+            use $crate::app::Service;
+
+            #[test]
+            fn committed_openapi_spec_matches_the_code() {
+                $crate::testing::assert_committed_spec(
+                    env!("CARGO_MANIFEST_DIR"),
+                    <$service>::NAME,
+                    &<$service>::openapi(),
+                );
+            }
+
+            #[test]
+            fn every_migration_file_is_embedded_as_sqlx_reads_it() {
+                $crate::testing::assert_migrations_embedded(
+                    env!("CARGO_MANIFEST_DIR"),
+                    <$service>::MIGRATIONS,
+                );
+            }
+        }
+    };
 }
 
 /// Polls `check` every 20 ms until it holds, for at most `limit`; returns how long

@@ -1,8 +1,6 @@
 //! Spawns order-service against a real user-service (both on ephemeral ports, each
 //! on its own fresh database) or against a stand-in user-service the test scripts.
 
-use platform::cli::ServiceConfig;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
@@ -13,22 +11,25 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use order_service::config::Config;
 use reqwest::StatusCode as ClientStatus;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-pub use platform::testing::{Backend, TestAuth, TestClient, TestDatabase, metric_value};
+pub use platform::testing::{
+    Backend, RunningService, TestAuth, TestClient, TestDatabase, metric_value, test_config,
+};
 
-/// The signing key and client secrets every service in this test process uses,
-/// and tokens minted with that key (as user-service would issue them).
-pub static TEST_AUTH: std::sync::LazyLock<TestAuth> = std::sync::LazyLock::new(|| {
-    TestAuth::new(
-        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("order-service-auth-{}", std::process::id())),
-    )
-});
+/// The signing key and client secrets every service in this test process uses
+/// (`test_config` passes them), and tokens minted with that key, as
+/// user-service would issue them.
+pub static TEST_AUTH: std::sync::LazyLock<&'static TestAuth> =
+    std::sync::LazyLock::new(platform::testing::test_auth);
+
+/// A service's client acting as the operator (an admin).
+fn as_admin(mut service: RunningService) -> RunningService {
+    service.client = service.client.with_token(&TEST_AUTH.admin_token());
+    service
+}
 
 /// Short breaker timings so tests see open, half-open and closed within a second.
 const FAST_BREAKER: [(&str, &str); 4] = [
@@ -40,13 +41,11 @@ const FAST_BREAKER: [(&str, &str); 4] = [
 
 /// A running user-service that can be stopped and started again on the same port and data.
 pub struct UserService {
-    pub client: TestClient,
+    pub service: RunningService,
     backend: Backend,
     database: TestDatabase,
     /// Extra variables it runs with (kept for restarts).
     extra: Vec<(String, String)>,
-    shutdown: CancellationToken,
-    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl UserService {
@@ -57,71 +56,35 @@ impl UserService {
     /// Starts it with extra variables (say `NATS_URL`).
     pub async fn start_with(backend: Backend, extra: &[(String, String)]) -> Self {
         let database = TestDatabase::create(backend).await;
-        let (client, shutdown, stopped) = Self::run(&database.url, 0, extra).await;
+        let service = Self::run(&database.url, 0, extra).await;
         Self {
-            client,
+            service,
             backend,
             database,
             extra: extra.to_vec(),
-            shutdown,
-            stopped: Some(stopped),
         }
     }
 
-    async fn run(
-        url: &str,
-        port: u16,
-        extra: &[(String, String)],
-    ) -> (
-        TestClient,
-        CancellationToken,
-        tokio::sync::oneshot::Receiver<()>,
-    ) {
+    async fn run(url: &str, port: u16, extra: &[(String, String)]) -> RunningService {
         let port = port.to_string();
-        let mut vars: HashMap<&str, &str> = HashMap::from([
-            ("USER_SERVICE_HOST", "127.0.0.1"),
-            ("USER_SERVICE_PORT", port.as_str()),
-            ("USER_SERVICE_RATE_LIMIT", "0"),
-            ("USER_SERVICE_DATABASE_URL", url),
-        ]);
-        vars.extend(TEST_AUTH.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        vars.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let config = user_service::config::Config::from_lookup(&|name: &str| {
-            vars.get(name).map(|v| (*v).to_owned())
-        })
-        .expect("user-service config");
-        let shutdown = CancellationToken::new();
-        let app = user_service::Application::build(config, shutdown.clone())
-            .await
-            .expect("user-service starts");
-        let client = TestClient::new(app.address()).with_token(&TEST_AUTH.admin_token());
-        let (done, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let _ = app.run_until_stopped().await;
-            let _ = done.send(());
-        });
-        (client, shutdown, stopped)
+        let mut overrides = vec![("USER_SERVICE_PORT", port.as_str())];
+        overrides.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        as_admin(RunningService::spawn(test_config::<user_service::UserService>(url, &overrides)).await)
     }
 
     /// Stops it and waits until its port is closed.
     pub async fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(stopped) = self.stopped.take() {
-            let _ = stopped.await;
-        }
+        self.service.stop().await;
     }
 
     /// Starts it again on the same port, over the same data.
     pub async fn restart(&mut self) {
-        let (client, shutdown, stopped) =
-            Self::run(&self.database.url, self.client.address.port(), &self.extra).await;
-        self.client = client;
-        self.shutdown = shutdown;
-        self.stopped = Some(stopped);
+        self.service =
+            Self::run(&self.database.url, self.service.address.port(), &self.extra).await;
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.client.address)
+        format!("http://{}", self.service.address)
     }
 
     pub fn backend(&self) -> Backend {
@@ -136,7 +99,7 @@ impl UserService {
     /// Creates a user and returns its id.
     pub async fn create_user(&self, email: &str, active: bool) -> i64 {
         let created = self
-            .client
+            .service
             .post_json(
                 "/api/v1/users",
                 &json!({"email": email, "name": "Order Customer", "age": 30}),
@@ -146,7 +109,7 @@ impl UserService {
         let id = created.body["data"]["id"].as_i64().unwrap();
         if !active {
             let updated = self
-                .client
+                .service
                 .put_json(&format!("/api/v1/users/{id}"), &json!({"active": false}))
                 .await;
             assert_eq!(updated.status, ClientStatus::OK);
@@ -155,32 +118,19 @@ impl UserService {
     }
 }
 
-impl Drop for UserService {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 /// A running order-service.
 pub struct OrderService {
-    pub client: TestClient,
-    shutdown: CancellationToken,
-    stopped: tokio::sync::oneshot::Receiver<()>,
-    vars: HashMap<String, String>,
-    database: Option<TestDatabase>,
+    pub service: RunningService,
+    /// The variables it was started with beyond the test defaults, for a restart.
+    overrides: Vec<(String, String)>,
+    database: TestDatabase,
 }
 
 impl Deref for OrderService {
-    type Target = TestClient;
+    type Target = RunningService;
 
-    fn deref(&self) -> &TestClient {
-        &self.client
-    }
-}
-
-impl Drop for OrderService {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+    fn deref(&self) -> &RunningService {
+        &self.service
     }
 }
 
@@ -193,34 +143,7 @@ impl OrderService {
         overrides: &[(&str, &str)],
     ) -> Self {
         let database = TestDatabase::create(backend).await;
-        let vars = Self::vars(&database, user_service_url, overrides);
-        Self::run(vars, database).await
-    }
-
-    fn vars(
-        database: &TestDatabase,
-        user_service_url: &str,
-        overrides: &[(&str, &str)],
-    ) -> HashMap<String, String> {
-        let mut vars: HashMap<String, String> = [
-            ("ORDER_SERVICE_HOST", "127.0.0.1"),
-            ("ORDER_SERVICE_PORT", "0"),
-            ("ORDER_SERVICE_RATE_LIMIT", "0"),
-            ("ORDER_SERVICE_DATABASE_URL", database.url.as_str()),
-            ("ORDER_SERVICE_USER_SERVICE_URL", user_service_url),
-            (
-                "AUTH_SERVICE_CLIENT_SECRET",
-                TEST_AUTH.var("AUTH_SERVICE_CLIENT_SECRET"),
-            ),
-        ]
-        .into_iter()
-        .chain(FAST_BREAKER)
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        for (k, v) in overrides {
-            vars.insert((*k).to_owned(), (*v).to_owned());
-        }
-        vars
+        Self::run(Self::overrides(user_service_url, overrides), database).await
     }
 
     /// Starts order-service over a database the test owns (say a cluster it stops).
@@ -230,48 +153,41 @@ impl OrderService {
         overrides: &[(&str, &str)],
     ) -> Self {
         let database = TestDatabase::external(database_url);
-        let vars = Self::vars(&database, user_service_url, overrides);
-        Self::run(vars, database).await
+        Self::run(Self::overrides(user_service_url, overrides), database).await
     }
 
-    async fn run(vars: HashMap<String, String>, database: TestDatabase) -> Self {
-        let lookup = vars.clone();
-        let config = Config::from_lookup(&move |name: &str| lookup.get(name).cloned())
-            .expect("order-service config");
-        let shutdown = CancellationToken::new();
-        let app = order_service::Application::build(config, shutdown.clone())
-            .await
-            .expect("order-service starts");
-        let client = TestClient::new(app.address()).with_token(&TEST_AUTH.admin_token());
-        let (done, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let _ = app.run_until_stopped().await;
-            let _ = done.send(());
-        });
+    fn overrides(user_service_url: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+        [("ORDER_SERVICE_USER_SERVICE_URL", user_service_url)]
+            .into_iter()
+            .chain(FAST_BREAKER)
+            .chain(overrides.iter().copied())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    async fn run(overrides: Vec<(String, String)>, database: TestDatabase) -> Self {
+        let variables: Vec<(&str, &str)> = overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let config = test_config::<order_service::OrderService>(&database.url, &variables);
         Self {
-            client,
-            shutdown,
-            stopped,
-            vars,
-            database: Some(database),
+            service: as_admin(RunningService::spawn(config).await),
+            overrides,
+            database,
         }
     }
 
     /// Stops this instance and starts a new one over the same database, as a
     /// deployment or crash-restart would.
     pub async fn restart(mut self) -> Self {
-        self.shutdown.cancel();
-        let database = self.database.take().expect("database");
-        let vars = std::mem::take(&mut self.vars);
-        let (_, never) = tokio::sync::oneshot::channel();
-        let _ = std::mem::replace(&mut self.stopped, never).await;
-        drop(self);
-        Self::run(vars, database).await
+        self.service.stop().await;
+        Self::run(self.overrides, self.database).await
     }
 
     /// Where this instance keeps its orders, for reading them behind its back.
     pub fn database_url(&self) -> &str {
-        &self.database.as_ref().expect("database").url
+        &self.database.url
     }
 
     /// POSTs an order and returns the whole answer.

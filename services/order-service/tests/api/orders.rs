@@ -109,7 +109,7 @@ backend_tests! {
             system.orders.get(&format!("/api/v1/orders/{bad}")).await.assert_error(400, "BAD_REQUEST");
         }
         // A user deleted after ordering: the order is still readable, user null.
-        system.users.client.delete(&format!("/api/v1/users/{user_id}")).await;
+        system.users.service.delete(&format!("/api/v1/users/{user_id}")).await;
         let orphan = system.orders.get(&format!("/api/v1/orders/{id}")).await;
         assert_eq!(orphan.status, StatusCode::OK);
         assert_eq!(orphan.body["data"]["user"], Value::Null);

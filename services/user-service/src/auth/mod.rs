@@ -78,27 +78,35 @@ impl IdentityProvider {
         self.attempts.with_label_values(&[outcome]).inc();
     }
 
-    /// Runs `attempt` unless `keys` are throttled; counts and records its outcome.
-    async fn throttled<T>(
+    /// Runs `attempt` unless `keys` are throttled; counts its outcome. The
+    /// attempt is counted as a failure before it runs (and forgiven unless it
+    /// fails), so concurrent guesses cannot all pass the check together.
+    pub(crate) async fn throttled<T>(
         &self,
         keys: &[&str],
         attempt: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
-        if let Err(throttled) = self.throttle.check(keys) {
-            self.count("throttled");
-            return Err(throttled);
-        }
+        let reserved = match self.throttle.reserve(keys) {
+            Ok(at) => at,
+            Err(throttled) => {
+                self.count("throttled");
+                return Err(throttled);
+            }
+        };
         match attempt.await {
             Ok(value) => {
                 self.count("success");
+                self.throttle.release(keys, reserved);
                 Ok(value)
             }
             Err(err @ ApiError::Unauthorized { .. }) => {
                 self.count("failure");
-                self.throttle.record_failure(keys);
                 Err(err)
             }
-            Err(other) => Err(other),
+            Err(other) => {
+                self.throttle.release(keys, reserved);
+                Err(other)
+            }
         }
     }
 }

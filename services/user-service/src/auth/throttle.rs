@@ -31,12 +31,13 @@ impl LoginThrottle {
         }
     }
 
-    /// 429 when any of `keys` has used up its failures, with the seconds until
-    /// its oldest failure leaves the window.
+    /// Checks `keys` and, when none is spent, counts this attempt as a failure
+    /// of each at once (one step under the lock, so concurrent attempts cannot
+    /// all pass); returns its time, for [`Self::release`] when it succeeds.
     ///
     /// # Errors
-    /// `RateLimited` with the wait.
-    pub fn check(&self, keys: &[&str]) -> Result<(), ApiError> {
+    /// `RateLimited` with the wait, when a key has no attempt left.
+    pub fn reserve(&self, keys: &[&str]) -> Result<Instant, ApiError> {
         let mut failures = self.failures.lock().expect("throttle lock");
         let now = Instant::now();
         let mut wait = Duration::ZERO;
@@ -50,18 +51,28 @@ impl LoginThrottle {
                 }
             }
         }
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            Err(ApiError::RateLimited {
+        if !wait.is_zero() {
+            return Err(ApiError::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            })
+            });
+        }
+        self.push(&mut failures, keys, now);
+        Ok(now)
+    }
+
+    /// Takes back the attempt reserved at `at` (it did not fail).
+    pub fn release(&self, keys: &[&str], at: Instant) {
+        let mut failures = self.failures.lock().expect("throttle lock");
+        for key in keys {
+            if let Some(times) = failures.get_mut(*key)
+                && let Some(position) = times.iter().rposition(|t| *t == at)
+            {
+                times.remove(position);
+            }
         }
     }
 
-    pub fn record_failure(&self, keys: &[&str]) {
-        let mut failures = self.failures.lock().expect("throttle lock");
-        let now = Instant::now();
+    fn push(&self, failures: &mut HashMap<String, VecDeque<Instant>>, keys: &[&str], now: Instant) {
         if failures.len() > SWEEP_ABOVE {
             failures.retain(|_, times| times.back().is_some_and(|last| now - *last < self.window));
         }
@@ -95,10 +106,9 @@ mod tests {
     fn the_limit_applies_per_key_and_a_reset_clears_only_its_key() {
         let throttle = LoginThrottle::new(3, Duration::from_secs(900));
         for _ in 0..3 {
-            throttle.check(&["email:a", "ip:1"]).unwrap();
-            throttle.record_failure(&["email:a", "ip:1"]);
+            throttle.reserve(&["email:a", "ip:1"]).unwrap();
         }
-        match throttle.check(&["email:a", "ip:2"]) {
+        match throttle.reserve(&["email:a", "ip:2"]) {
             Err(ApiError::RateLimited { retry_after_secs }) => {
                 assert!(
                     (899..=900).contains(&retry_after_secs),
@@ -108,17 +118,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // The IP is also spent, for any email.
-        assert!(throttle.check(&["email:b", "ip:1"]).is_err());
-        throttle.check(&["email:b", "ip:2"]).unwrap();
+        assert!(throttle.reserve(&["email:b", "ip:1"]).is_err());
+        throttle.reserve(&["email:b", "ip:2"]).unwrap();
         throttle.reset("email:a");
-        throttle.check(&["email:a", "ip:2"]).unwrap();
-        assert!(throttle.check(&["email:a", "ip:1"]).is_err());
+        throttle.reserve(&["email:a", "ip:3"]).unwrap();
+        assert!(throttle.reserve(&["email:a", "ip:1"]).is_err());
+    }
+
+    #[test]
+    fn a_reservation_counts_until_released_so_concurrent_attempts_cannot_all_pass() {
+        let throttle = LoginThrottle::new(2, Duration::from_secs(900));
+        let first = throttle.reserve(&["email:a"]).unwrap();
+        let _second = throttle.reserve(&["email:a"]).unwrap();
+        assert!(
+            throttle.reserve(&["email:a"]).is_err(),
+            "two in flight use the limit"
+        );
+        throttle.release(&["email:a"], first);
+        throttle.reserve(&["email:a"]).unwrap();
     }
 
     #[test]
     fn failures_leave_the_window() {
         let throttle = LoginThrottle::new(1, Duration::from_millis(0));
-        throttle.record_failure(&["k"]);
-        throttle.check(&["k"]).unwrap();
+        throttle.reserve(&["k"]).unwrap();
+        throttle.reserve(&["k"]).unwrap();
     }
 }

@@ -594,11 +594,7 @@ async fn header_floods_are_refused_by_hyper_with_431_and_the_server_keeps_servin
 
     // A big header under the limit reaches the app and is served normally.
     let response = app
-        .send(
-            app.http
-                .get(app.url("/api/v1/users"))
-                .header("x-big", "v".repeat(32 * 1024)),
-        )
+        .get_with_header("/api/v1/users", "x-big", &"v".repeat(32 * 1024))
         .await;
     assert_eq!(response.status, StatusCode::OK);
     assert_still_serving(&app).await;
@@ -667,11 +663,7 @@ async fn unusable_request_ids_are_replaced_by_generated_ones() {
         "{\"json\":1}".to_owned(),
     ] {
         let response = app
-            .send(
-                app.http
-                    .get(app.url("/api/v1/users"))
-                    .header("x-request-id", bad.as_str()),
-            )
+            .get_with_header("/api/v1/users", "x-request-id", bad.as_str())
             .await;
         assert_eq!(response.status, StatusCode::OK);
         generated(&response);
@@ -700,11 +692,7 @@ async fn unusable_request_ids_are_replaced_by_generated_ones() {
     let kept = "A-z.0_9".repeat(18) + "12";
     assert_eq!(kept.len(), 128);
     let response = app
-        .send(
-            app.http
-                .get(app.url("/api/v1/users"))
-                .header("x-request-id", kept.as_str()),
-        )
+        .get_with_header("/api/v1/users", "x-request-id", kept.as_str())
         .await;
     assert_eq!(response.headers["x-request-id"], kept.as_str());
 }
@@ -757,12 +745,7 @@ async fn spoofed_forwarding_headers_never_buy_a_fresh_bucket() {
     );
     // A garbled chain falls back to the proxy's own address, which has its own bucket.
     let garbled = proxied
-        .send(
-            proxied
-                .http
-                .get(proxied.url("/api/v1/users"))
-                .header("x-forwarded-for", "not-an-ip, 999.1.1.1"),
-        )
+        .get_with_header("/api/v1/users", "x-forwarded-for", "not-an-ip, 999.1.1.1")
         .await;
     assert_eq!(garbled.status, StatusCode::OK);
     let huge_chain: String = (0..5_000)
@@ -770,12 +753,7 @@ async fn spoofed_forwarding_headers_never_buy_a_fresh_bucket() {
         .collect::<String>()
         + "192.0.2.77";
     let flooded = proxied
-        .send(
-            proxied
-                .http
-                .get(proxied.url("/api/v1/users"))
-                .header("x-forwarded-for", huge_chain),
-        )
+        .get_with_header("/api/v1/users", "x-forwarded-for", &huge_chain)
         .await;
     flooded.assert_clean_error(429, "RATE_LIMIT_EXCEEDED");
 }

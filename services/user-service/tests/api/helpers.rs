@@ -1,27 +1,22 @@
 //! Spawns the real user-service on an ephemeral port over a fresh database.
 
-use platform::cli::ServiceConfig;
-use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::LazyLock;
 
-use platform::db::Database;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use user_service::Application;
-use user_service::config::Config;
+use user_service::{Application, Config, UserService};
 
-pub use platform::testing::{Backend, TestAuth, TestClient, TestDatabase, client_from};
+pub use platform::testing::{
+    Backend, RunningService, TestAuth, TestClient, TestDatabase, client_from,
+};
 
 /// A running service, a client for it (with an admin token), and its database.
 pub struct TestApp {
-    /// Sends the operator's admin token on every request.
-    pub client: TestClient,
+    /// Its `client` sends the operator's admin token on every request.
+    pub service: RunningService,
     /// That token, for requests built by hand.
     pub admin_token: String,
-    pub db: Database,
-    pub shutdown: CancellationToken,
     /// The settings the service runs with (its client secrets, for tests that need them).
     pub config: Config,
     /// Kept so the database outlives the app; dropped (and removed) after it.
@@ -29,46 +24,24 @@ pub struct TestApp {
 }
 
 impl Deref for TestApp {
-    type Target = TestClient;
+    type Target = RunningService;
 
-    fn deref(&self) -> &TestClient {
-        &self.client
+    fn deref(&self) -> &RunningService {
+        &self.service
     }
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// Test variables on top of the defaults: ephemeral port, loopback, limiter off.
+/// Test variables on top of the defaults: ephemeral port, loopback, limiter
+/// off, the test process's signing key and secrets.
 pub fn config_with(database_url: &str, overrides: &[(&str, &str)]) -> Config {
-    let mut vars: HashMap<String, String> = [
-        ("USER_SERVICE_HOST", "127.0.0.1"),
-        ("USER_SERVICE_PORT", "0"),
-        ("USER_SERVICE_RATE_LIMIT", "0"),
-        ("USER_SERVICE_DATABASE_URL", database_url),
-        ("USER_SERVICE_DATABASE_STARTUP_TIMEOUT", "5"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .chain(TEST_AUTH.vars.iter().cloned())
-    .collect();
-    for (k, v) in overrides {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    Config::from_lookup(&move |name: &str| vars.get(name).cloned()).expect("test config")
+    let variables = [("USER_SERVICE_DATABASE_STARTUP_TIMEOUT", "5")];
+    platform::testing::test_config::<UserService>(database_url, &[&variables, overrides].concat())
 }
 
-/// A signing key and client secrets for this test process, set as a PostgreSQL
-/// deployment sets them (tests of key handling pass their own).
-pub static TEST_AUTH: LazyLock<TestAuth> = LazyLock::new(|| {
-    TestAuth::new(
-        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("user-service-auth-{}", std::process::id())),
-    )
-});
+/// The signing key and client secrets of this test process (tests of key
+/// handling pass their own).
+pub static TEST_AUTH: std::sync::LazyLock<&'static TestAuth> =
+    std::sync::LazyLock::new(platform::testing::test_auth);
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, &[]).await
@@ -78,34 +51,36 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let config = config_with(&database.url, overrides);
-    let shutdown = CancellationToken::new();
-    let app = Application::build(config.clone(), shutdown.clone())
-        .await
-        .expect("application starts");
-    start(app, shutdown, database, config).await
+    let service = RunningService::spawn(config.clone()).await;
+    with_admin_token(service, config, database)
 }
 
-/// Runs an already built application in the background; its client carries
-/// an admin token of the operator client, signed with the service's key (as
-/// the token endpoint would, without spending a rate-limit token on it).
-pub async fn start(
+/// Runs an already built application in the background.
+pub fn start(
     app: Application,
     shutdown: CancellationToken,
     database: TestDatabase,
     config: Config,
 ) -> TestApp {
-    let anonymous = TestClient::new(app.address());
-    let db = app.db().clone();
-    tokio::spawn(app.run_until_stopped());
-    let token = user_service::auth::issuer::TokenIssuer::new(&config.auth)
-        .issue(&config.auth.operator.id, &[platform::auth::Role::Admin])
+    with_admin_token(RunningService::start(app, shutdown), config, database)
+}
+
+/// Gives the service's client an admin token of the operator client, signed
+/// with the service's key (as the token endpoint would, without spending a
+/// rate-limit token on it).
+fn with_admin_token(
+    mut service: RunningService,
+    config: Config,
+    database: TestDatabase,
+) -> TestApp {
+    let token = user_service::auth::issuer::TokenIssuer::new(&config.own.auth)
+        .issue(&config.own.auth.operator.id, &[platform::auth::Role::Admin])
         .expect("admin token")
         .access_token;
+    service.client = service.client.with_token(&token);
     TestApp {
-        client: anonymous.with_token(&token),
+        service,
         admin_token: token,
-        db,
-        shutdown,
         config,
         _database: database,
     }
@@ -131,7 +106,7 @@ impl TestApp {
 
     /// A client with the service client's token (role `service`).
     pub async fn as_service(&self) -> TestClient {
-        let service = &self.config.auth.service;
+        let service = &self.config.own.auth.service;
         let token = self
             .token_for(&service.id, service.secret.expose(), &[])
             .await;
@@ -296,4 +271,185 @@ fn listening_address(stdout: std::process::ChildStdout) -> std::net::SocketAddr 
         .expect("user-service logs `listening` within 60 s")
         .expect("the listening line has an address");
     address.parse().expect("a socket address")
+}
+
+/// Another instance over the database at `url`, as a second replica would run
+/// (the database belongs to whoever created it).
+pub async fn spawn_replica(url: &str, overrides: &[(&str, &str)]) -> TestApp {
+    let config = config_with(url, overrides);
+    let shutdown = CancellationToken::new();
+    let app = Application::build(config.clone(), shutdown.clone())
+        .await
+        .expect("application starts");
+    start(app, shutdown, TestDatabase::external(url), config)
+}
+
+/// Every line a process wrote to stdout and stderr, kept as it arrives.
+#[derive(Clone, Default)]
+pub struct ProcessLog(std::sync::Arc<std::sync::Mutex<ProcessLogState>>);
+
+#[derive(Default)]
+struct ProcessLogState {
+    lines: Vec<String>,
+    closed_streams: usize,
+}
+
+impl ProcessLog {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("log lock").lines.clone()
+    }
+
+    /// The lines that are JSON log entries.
+    pub fn entries(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits (at most `limit`) until both streams are closed, i.e. the process
+    /// has exited and every line it wrote is here.
+    pub async fn wait_closed(&self, limit: std::time::Duration) -> bool {
+        platform::testing::poll_until(limit, || async {
+            self.0.lock().expect("log lock").closed_streams == 2
+        })
+        .await
+        .is_some()
+    }
+
+    /// Reads `stream` line by line on a thread; sends the address of the
+    /// `listening` line to `listening`, when given.
+    fn keep(
+        &self,
+        stream: impl std::io::Read + Send + 'static,
+        mut listening: Option<std::sync::mpsc::Sender<String>>,
+    ) {
+        use std::io::BufRead;
+        let log = self.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                    && entry["fields"]["message"] == "listening"
+                    && let Some(sender) = listening.take()
+                    && let Some(address) = entry["fields"]["address"].as_str()
+                {
+                    let _ = sender.send(address.to_owned());
+                }
+                log.0.lock().expect("log lock").lines.push(line);
+            }
+            log.0.lock().expect("log lock").closed_streams += 1;
+        });
+    }
+}
+
+impl ServiceProcess {
+    /// Starts the binary with the loopback address, port 0, log level `info`,
+    /// the rate limiter off, and otherwise only `vars`: no test secrets, so
+    /// without `AUTH_*` the embedded default's own are used. Every line it
+    /// writes is kept in the returned log.
+    pub fn spawn_bare(vars: &[(&str, &str)]) -> (Self, ProcessLog) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs([
+                ("USER_SERVICE_HOST", "127.0.0.1"),
+                ("USER_SERVICE_PORT", "0"),
+                ("USER_SERVICE_RATE_LIMIT", "0"),
+                ("USER_SERVICE_LOG_LEVEL", "info"),
+            ])
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("user-service binary starts");
+        let log = ProcessLog::default();
+        let (sender, address) = std::sync::mpsc::channel();
+        log.keep(child.stdout.take().expect("stdout"), Some(sender));
+        log.keep(child.stderr.take().expect("stderr"), None);
+        let address = address
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("user-service never logged `listening`: {:?}", log.lines()));
+        let process = Self {
+            client: TestClient::new(address.parse().expect("a socket address")),
+            child,
+            _dir: dir,
+        };
+        (process, log)
+    }
+}
+
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Base64url without padding (RFC 7515), to build tokens by hand.
+pub fn base64url(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let group = chunk.iter().enumerate().fold(0u32, |group, (i, byte)| {
+            group | u32::from(*byte) << (16 - 8 * i)
+        });
+        for i in 0..=chunk.len() {
+            text.push(char::from(BASE64URL[(group >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    text
+}
+
+/// The bytes of unpadded base64url text, to read a token's parts.
+///
+/// # Panics
+/// On a character outside the base64url alphabet.
+pub fn from_base64url(text: &str) -> Vec<u8> {
+    let (mut bits, mut held, mut bytes) = (0u32, 0u32, Vec::new());
+    for c in text.bytes() {
+        let value = BASE64URL
+            .iter()
+            .position(|b| *b == c)
+            .unwrap_or_else(|| panic!("not base64url: {text}"));
+        bits = (bits << 6 | value as u32) & 0xFFFF;
+        held += 6;
+        if held >= 8 {
+            held -= 8;
+            bytes.push((bits >> held) as u8);
+        }
+    }
+    bytes
+}
+
+/// The JSON of a JWT's header (part 0) or payload (part 1).
+pub fn jwt_part(token: &str, part: usize) -> Value {
+    let segment = token.split('.').nth(part).expect("a JWT part");
+    serde_json::from_slice(&from_base64url(segment)).expect("a JSON part")
+}
+
+impl TestApp {
+    /// A token signed with this service's key: the claims it issues itself
+    /// (subject `sub`, role `user`, valid for 15 minutes), with `overrides`
+    /// replacing or (as null) removing some.
+    pub fn sign_claims(&self, sub: &str, overrides: Value) -> String {
+        let now = platform::auth::unix_now();
+        let mut claims = json!({
+            "iss": self.config.own.auth.verifier.issuer, "aud": self.config.own.auth.verifier.audience,
+            "sub": sub, "roles": ["user"], "iat": now, "nbf": now, "exp": now + 900,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        for (name, value) in overrides.as_object().expect("claim overrides") {
+            match value {
+                Value::Null => claims.as_object_mut().expect("claims").remove(name),
+                _ => claims
+                    .as_object_mut()
+                    .expect("claims")
+                    .insert(name.clone(), value.clone()),
+            };
+        }
+        self.config
+            .own
+            .auth
+            .signing_key
+            .sign(&claims)
+            .expect("signed token")
+    }
 }

@@ -2,6 +2,8 @@
 //! service, on SQLite and on PostgreSQL.
 
 mod abuse;
+mod access;
+mod auth;
 mod faults;
 mod helpers;
 mod operations;

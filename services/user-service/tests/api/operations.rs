@@ -4,10 +4,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use platform::app::Service;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use user_service::Application;
+use user_service::{Application, UserService};
 
 use platform::db::Database;
 
@@ -28,7 +29,7 @@ backend_tests! {
 
     async fn request_id_is_echoed_or_generated(backend) {
         let app = spawn_app(backend).await;
-        let given = app.send(app.http.get(app.url("/health")).header("x-request-id", "trace-me-123")).await;
+        let given = app.get_with_header("/health", "x-request-id", "trace-me-123").await;
         assert_eq!(given.headers["x-request-id"], "trace-me-123");
         let generated = app.get("/api/v1/users/999").await;
         let id = generated.headers["x-request-id"].to_str().unwrap();
@@ -178,12 +179,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     for i in 0..3 {
         let forged = format!("203.0.113.{i}");
         let response = untrusted
-            .send(
-                untrusted
-                    .http
-                    .get(untrusted.url("/api/v1/users"))
-                    .header("x-forwarded-for", forged),
-            )
+            .get_with_header("/api/v1/users", "x-forwarded-for", &forged)
             .await;
         statuses.push(response.status.as_u16());
     }
@@ -205,12 +201,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let client_ip = format!("203.0.113.{i}");
         for _ in 0..2 {
             let response = behind_proxy
-                .send(
-                    behind_proxy
-                        .http
-                        .get(behind_proxy.url("/api/v1/users"))
-                        .header("x-forwarded-for", &client_ip),
-                )
+                .get_with_header("/api/v1/users", "x-forwarded-for", &client_ip)
                 .await;
             assert_eq!(
                 response.status,
@@ -280,8 +271,7 @@ async fn unreachable_postgres_answers_503_and_unhealthy() {
         shutdown,
         database,
         config,
-    )
-    .await;
+    );
     let started = std::time::Instant::now();
     app.get("/api/v1/users/1")
         .await
@@ -361,6 +351,6 @@ async fn replicas_starting_together_migrate_one_postgres_database_once() {
         .unwrap();
     assert_eq!(
         applied,
-        user_service::MIGRATIONS.postgres.iter().count() as i64
+        <UserService as Service>::MIGRATIONS.postgres.len() as i64
     );
 }
