@@ -58,7 +58,7 @@ async fn start_pair(backend: Backend, extra: &[(String, String)]) -> (UserServic
 backend_tests! {
     async fn every_change_writes_exactly_one_event_with_its_actor_and_none_for_reads(backend) {
         let (users, orders) = start_pair(backend, &[]).await;
-        let anonymous = users.client.anonymous();
+        let anonymous = users.service.client.anonymous();
         let registered = anonymous.post_json("/api/v1/users", &json!({
             "email": "ev@example.com", "name": "Event User", "age": 30,
             "password": "event-user-password", "actor": {"sub": "forged"}
@@ -69,13 +69,13 @@ backend_tests! {
             "email": "ev@example.com", "name": "Event User", "age": 30, "password": "event-user-password"
         })).await;
         let id = registered.body["data"]["id"].as_i64().unwrap();
-        let as_user = users.client.with_token(&TEST_AUTH.user_token(id));
+        let as_user = users.service.client.with_token(&TEST_AUTH.user_token(id));
         assert_eq!(as_user.put_json(&format!("/api/v1/users/{id}"), &json!({"name": "Renamed User"})).await.status, StatusCode::OK);
         let login = anonymous.post_json("/api/v1/auth/login", &json!({"email": "ev@example.com", "password": "wrong-password!"})).await;
         assert_eq!(login.status, StatusCode::UNAUTHORIZED);
         let login = anonymous.post_json("/api/v1/auth/login", &json!({"email": "ev@example.com", "password": "event-user-password"})).await;
         assert_eq!(login.status, StatusCode::OK);
-        assert_eq!(users.client.get(&format!("/api/v1/users/{id}")).await.status, StatusCode::OK);
+        assert_eq!(users.service.client.get(&format!("/api/v1/users/{id}")).await.status, StatusCode::OK);
 
         let order_as_user = orders.client.with_token(&TEST_AUTH.user_token(id));
         let created = order_as_user.post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3})).await;
@@ -83,8 +83,8 @@ backend_tests! {
         order_as_user.put_json(&format!("/api/v1/orders/{order}"), &json!({"status": "cancelled"})).await;
         orders.get(&format!("/api/v1/orders/{order}")).await;
         orders.delete(&format!("/api/v1/orders/{order}")).await;
-        users.client.put_json(&format!("/api/v1/users/{id}"), &json!({"active": false})).await;
-        users.client.delete(&format!("/api/v1/users/{id}")).await;
+        users.service.client.put_json(&format!("/api/v1/users/{id}"), &json!({"active": false})).await;
+        users.service.client.delete(&format!("/api/v1/users/{id}")).await;
 
         let id = id.to_string();
         let user_events = outbox(users.database_url()).await;
@@ -121,7 +121,7 @@ backend_tests! {
     async fn a_change_that_fails_writes_no_event(backend) {
         let (users, _orders) = start_pair(backend, &[]).await;
         users.create_user("dup@example.com", true).await;
-        let duplicate = users.client.post_json("/api/v1/users", &json!({"email": "dup@example.com", "name": "Dup User", "age": 3})).await;
+        let duplicate = users.service.client.post_json("/api/v1/users", &json!({"email": "dup@example.com", "name": "Dup User", "age": 3})).await;
         assert_eq!(duplicate.status, StatusCode::CONFLICT);
         let events = outbox(users.database_url()).await;
         assert_eq!(events.len(), 1, "{events:?}");
@@ -152,6 +152,7 @@ async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_canc
         }
         assert_eq!(
             users
+                .service
                 .client
                 .delete(&format!("/api/v1/users/{user}"))
                 .await
@@ -185,7 +186,7 @@ async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_canc
             (Some("order.status_changed"), Some("system"))
         );
         assert_eq!(last["payload"]["reason"], "user deleted");
-        let metrics = users.client.metrics().await;
+        let metrics = users.service.client.metrics().await;
         assert_eq!(
             platform::testing::metric_value(&metrics, "user_service_outbox_backlog"),
             Some(0.0),

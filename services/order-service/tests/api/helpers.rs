@@ -69,7 +69,9 @@ impl UserService {
         let port = port.to_string();
         let mut overrides = vec![("USER_SERVICE_PORT", port.as_str())];
         overrides.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        as_admin(RunningService::spawn(test_config::<user_service::UserService>(url, &overrides)).await)
+        as_admin(
+            RunningService::spawn(test_config::<user_service::UserService>(url, &overrides)).await,
+        )
     }
 
     /// Stops it and waits until its port is closed.
