@@ -113,7 +113,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.own.auth.jwks.url, "https://idp.example.com/keys");
-        assert_eq!(config.own.events.nats_url.as_deref(), Some("nats://nats:4222"));
+        assert_eq!(
+            config.own.events.nats_url.as_deref(),
+            Some("nats://nats:4222")
+        );
     }
 
     #[test]

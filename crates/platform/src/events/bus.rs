@@ -88,6 +88,10 @@ impl EventSettings {
 }
 
 /// A bus to publish to and subscribe on.
+// A service holds one, made at start and cloned into its relay and consumers,
+// never many in a collection: boxing the JetStream side would save no memory
+// that matters and add a pointer hop to every publish.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Bus {
     Nats(NatsBus),

@@ -6,7 +6,6 @@
 use platform::backend_tests;
 use platform::testing::Backend;
 use serde_json::json;
-use sqlx::Connection;
 
 use crate::helpers::{AuditService, at, event};
 
@@ -59,24 +58,32 @@ backend_tests! {
 /// Runs one statement on a connection of its own, with the database's own
 /// error message (the service's error type keeps only what a caller needs).
 async fn raw_execute(backend: Backend, url: &str, statement: &str) -> Result<u64, String> {
-    let statement = sqlx::AssertSqlSafe(statement.to_owned());
-    let outcome = match backend {
+    match backend {
         Backend::Postgres => {
-            let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
-            sqlx::raw_sql(statement)
-                .execute(&mut connection)
-                .await
-                .map(|r| r.rows_affected())
+            let client = postgres(url).await;
+            client.execute(statement, &[]).await.map_err(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), ToString::to_string)
+            })
         }
+        // sqlx's SQLite errors carry SQLite's message.
         Backend::Sqlite => {
-            let mut connection = sqlx::SqliteConnection::connect(url).await.expect("connect");
-            sqlx::raw_sql(statement)
-                .execute(&mut connection)
-                .await
-                .map(|r| r.rows_affected())
+            let sql = platform::testing::connect(url).await;
+            let outcome = sql.execute(statement, &[]).await.map_err(|e| e.to_string());
+            sql.close().await;
+            outcome
         }
-    };
-    outcome.map_err(|e| e.to_string())
+    }
+}
+
+/// A tokio-postgres connection: unlike the services' pool, its errors keep
+/// PostgreSQL's message, and it runs several statements in one batch.
+async fn postgres(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
 }
 
 /// A PostgreSQL role of its own, dropped after the databases it was granted on.
@@ -85,12 +92,9 @@ struct Role(String);
 impl Role {
     async fn create(grants_in: &str) -> Self {
         let name = format!("audit_writer_{}", uuid::Uuid::new_v4().simple());
-        let admin = platform::testing::admin_url();
-        let mut server = sqlx::PgConnection::connect(&admin)
+        postgres(&platform::testing::admin_url())
             .await
-            .expect("admin connection");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {name} LOGIN")))
-            .execute(&mut server)
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
             .await
             .expect("role created");
         // What the service needs: check the migrations at start, read and insert.
@@ -99,11 +103,9 @@ impl Role {
              GRANT SELECT ON _sqlx_migrations TO {name}; \
              GRANT SELECT, INSERT ON audit_logs TO {name};"
         );
-        let mut database = sqlx::PgConnection::connect(grants_in)
+        postgres(grants_in)
             .await
-            .expect("owner connection");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
-            .execute(&mut database)
+            .batch_execute(&grants)
             .await
             .expect("grants");
         Self(name)
@@ -119,18 +121,19 @@ impl Role {
 impl Drop for Role {
     fn drop(&mut self) {
         let sql = format!("DROP ROLE IF EXISTS {}", self.0);
+        // Drop runs inside the test's runtime, which cannot block on itself.
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             runtime.block_on(async {
-                if let Ok(mut server) =
-                    sqlx::PgConnection::connect(&platform::testing::admin_url()).await
+                let admin = platform::testing::admin_url();
+                if let Ok((server, connection)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
                 {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut server)
-                        .await;
+                    tokio::spawn(connection);
+                    let _ = server.batch_execute(&sql).await;
                 }
             });
         })

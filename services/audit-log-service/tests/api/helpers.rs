@@ -1,50 +1,44 @@
-//! Spawns audit-log-service on an ephemeral port over a fresh database, with
-//! tokens verified against a stand-in issuer's JWKS, and builds events to feed it.
+//! Runs audit-log-service on an ephemeral port over a fresh database, with
+//! tokens verified against a stand-in issuer's JWKS (or a real user-service's),
+//! and builds events to feed it.
 
-use std::collections::HashMap;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 
-use audit_log_service::config::Config;
+use audit_log_service::AuditLogService;
 use chrono::{DateTime, Utc};
-use platform::cli::ServiceConfig;
-use platform::db::Database;
 use platform::events::{Actor, Event};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-pub use platform::testing::{Backend, TestAuth, TestClient, TestDatabase, metric_value};
+pub use platform::testing::{
+    Backend, RunningService, TestAuth, TestDatabase, metric_value, test_config,
+};
 
-/// The signing key every token of this test process is minted with; the
-/// service trusts it through the JWKS the test serves.
-pub static TEST_AUTH: std::sync::LazyLock<TestAuth> = std::sync::LazyLock::new(|| {
-    TestAuth::new(
-        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("audit-log-service-auth-{}", std::process::id())),
-    )
-});
+/// The signing key and client secrets of every service in this test process
+/// (`test_config` passes them), and tokens minted with that key, as
+/// user-service would issue them.
+pub static TEST_AUTH: std::sync::LazyLock<&'static TestAuth> =
+    std::sync::LazyLock::new(platform::testing::test_auth);
 
-/// A running audit-log-service; its client sends an admin token.
+/// A running audit-log-service; its client sends an admin token, and its `db`
+/// is the service's own pool, to feed it events as its consumer would.
 pub struct AuditService {
-    pub client: TestClient,
-    /// The service's own pool, to feed it events as its consumer would.
-    pub db: Database,
+    pub service: RunningService,
     pub database: TestDatabase,
-    vars: HashMap<String, String>,
-    shutdown: CancellationToken,
-    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The variables it runs with beyond the test defaults, kept for restarts.
+    overrides: Vec<(String, String)>,
 }
 
 impl Deref for AuditService {
-    type Target = TestClient;
+    type Target = RunningService;
 
-    fn deref(&self) -> &TestClient {
-        &self.client
+    fn deref(&self) -> &RunningService {
+        &self.service
     }
 }
 
-impl Drop for AuditService {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+impl DerefMut for AuditService {
+    fn deref_mut(&mut self) -> &mut RunningService {
+        &mut self.service
     }
 }
 
@@ -55,54 +49,30 @@ impl AuditService {
         Self::start_with(backend, &[]).await
     }
 
-    /// Starts the service with extra variables (a NATS stream, say).
+    /// Starts the service with extra variables (a NATS stream, say), trusting
+    /// the test key through a stand-in issuer's JWKS.
     pub async fn start_with(backend: Backend, extra: &[(&str, String)]) -> Self {
-        let database = TestDatabase::create(backend).await;
         let jwks = format!("{}/.well-known/jwks.json", TEST_AUTH.serve_jwks().await);
-        let mut vars: HashMap<String, String> = [
-            ("AUDIT_LOG_SERVICE_HOST", "127.0.0.1"),
-            ("AUDIT_LOG_SERVICE_PORT", "0"),
-            ("AUDIT_LOG_SERVICE_RATE_LIMIT", "0"),
-            ("AUDIT_LOG_SERVICE_DATABASE_URL", database.url.as_str()),
-            ("AUTH_JWKS_URL", jwks.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        Self::run(vars, database).await
+        let overrides = std::iter::once(("AUTH_JWKS_URL", jwks))
+            .chain(extra.iter().cloned())
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        Self::spawn(TestDatabase::create(backend).await, overrides).await
     }
 
-    async fn run(vars: HashMap<String, String>, database: TestDatabase) -> Self {
-        let lookup = vars.clone();
-        let config = Config::from_lookup(&move |name: &str| lookup.get(name).cloned())
-            .expect("audit-log-service config");
-        let shutdown = CancellationToken::new();
-        let app = audit_log_service::Application::build(config, shutdown.clone())
-            .await
-            .expect("audit-log-service starts");
-        let client = TestClient::new(app.address()).with_token(&TEST_AUTH.admin_token());
-        let db = app.db().clone();
-        let (done, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let _ = app.run_until_stopped().await;
-            let _ = done.send(());
-        });
+    /// Starts the service over `database` with `overrides` (whole variable names).
+    pub async fn spawn(database: TestDatabase, overrides: Vec<(String, String)>) -> Self {
+        let variables: Vec<(&str, &str)> = overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let config = test_config::<AuditLogService>(&database.url, &variables);
+        let mut service = RunningService::spawn(config).await;
+        service.client = service.client.with_token(&TEST_AUTH.admin_token());
         Self {
-            client,
-            db,
+            service,
             database,
-            vars,
-            shutdown,
-            stopped: Some(stopped),
-        }
-    }
-
-    /// Stops it (its consumer too) and waits until it has.
-    pub async fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(stopped) = self.stopped.take() {
-            let _ = stopped.await;
+            overrides,
         }
     }
 
@@ -113,12 +83,10 @@ impl AuditService {
 
     /// A new instance over the same database, with some settings changed.
     pub async fn restart_with(mut self, changes: &[(&str, String)]) -> Self {
-        self.stop().await;
-        let mut vars = std::mem::take(&mut self.vars);
-        vars.extend(changes.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        let database = std::mem::replace(&mut self.database, TestDatabase::external(""));
-        drop(self);
-        Self::run(vars, database).await
+        self.service.stop().await;
+        let mut overrides = self.overrides;
+        overrides.extend(changes.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        Self::spawn(self.database, overrides).await
     }
 
     /// Stores events as the consumer does.
