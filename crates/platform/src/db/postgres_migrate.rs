@@ -49,24 +49,29 @@ impl PostgresMigrate {
         Ok(())
     }
 
-    /// Runs `migration`'s SQL and then `record` with `params`, in one
-    /// transaction unless the migration opts out; returns how long it took.
-    async fn run(
-        &mut self,
-        migration: &Migration,
-        record: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Duration, MigrateError> {
+    /// Runs `migration`'s SQL and records it, in one transaction unless the
+    /// migration opts out; returns how long that took.
+    async fn run(&mut self, table: &str, migration: &Migration) -> Result<Duration, MigrateError> {
         let started = Instant::now();
+        let record = format!(
+            "INSERT INTO {table} (version, description, success, checksum, execution_time) \
+             VALUES ($1, $2, TRUE, $3, -1)"
+        );
+        let description: &str = &migration.description;
+        let checksum: &[u8] = &migration.checksum;
+        let params: [&(dyn ToSql + Sync); 3] = [&migration.version, &description, &checksum];
         let sql = migration.sql.as_str();
         let in_migration = |e| MigrateError::ExecuteMigration(driver(e), migration.version);
         if migration.no_tx {
             self.0.batch_execute(sql).await.map_err(in_migration)?;
-            self.0.execute(record, params).await.map_err(failed)?;
+            self.0.execute(&record, &params).await.map_err(failed)?;
         } else {
             let transaction = self.0.transaction().await.map_err(failed)?;
             transaction.batch_execute(sql).await.map_err(in_migration)?;
-            transaction.execute(record, params).await.map_err(failed)?;
+            transaction
+                .execute(&record, &params)
+                .await
+                .map_err(failed)?;
             transaction.commit().await.map_err(failed)?;
         }
         Ok(started.elapsed())
@@ -147,14 +152,7 @@ impl Migrate for PostgresMigrate {
         migration: &'e Migration,
     ) -> BoxFuture<'e, Result<Duration, MigrateError>> {
         Box::pin(async move {
-            let record = format!(
-                "INSERT INTO {table} (version, description, success, checksum, execution_time) \
-                 VALUES ($1, $2, TRUE, $3, -1)"
-            );
-            let description: &str = &migration.description;
-            let checksum: &[u8] = &migration.checksum;
-            let params: [&(dyn ToSql + Sync); 3] = [&migration.version, &description, &checksum];
-            let elapsed = self.run(migration, &record, &params).await?;
+            let elapsed = self.run(table, migration).await?;
             let nanos = i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX);
             let sql = format!("UPDATE {table} SET execution_time = $1 WHERE version = $2");
             let params: [&(dyn ToSql + Sync); 2] = [&nanos, &migration.version];
@@ -163,14 +161,14 @@ impl Migrate for PostgresMigrate {
         })
     }
 
+    /// Never called: only simple (up) migrations are embedded
+    /// (`MigrationFile::migration` refuses `.down.sql`) and nothing undoes them.
     fn revert<'e>(
         &'e mut self,
-        table: &'e str,
+        _: &'e str,
         migration: &'e Migration,
     ) -> BoxFuture<'e, Result<Duration, MigrateError>> {
-        Box::pin(async move {
-            let record = format!("DELETE FROM {table} WHERE version = $1");
-            self.run(migration, &record, &[&migration.version]).await
-        })
+        let refused = MigrateError::VersionNotPresent(migration.version);
+        Box::pin(std::future::ready(Err(refused)))
     }
 }
