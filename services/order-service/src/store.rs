@@ -182,25 +182,21 @@ pub async fn change_status(
         &updated_by,
     ];
     let mut transaction = db.begin().await?;
-    match transaction.query_opt(&CHANGE_STATUS, &params).await? {
-        Some(row) => {
-            let order = Order::from_row(&row)?;
-            let event = status_changed(origin, &order, current.status, None);
-            outbox::record(&mut transaction, &event).await?;
-            transaction.commit().await?;
-            Ok(order)
-        }
-        // Someone changed it between our read and write: report what it is now.
-        None => match {
-            drop(transaction);
-            find(db, id).await?.status
-        } {
-            now if now == next => Err(OrderError::ConcurrentlyChanged(now)),
-            now => Err(OrderError::Transition {
-                from: now,
-                to: next,
-            }),
-        },
+    if let Some(row) = transaction.query_opt(&CHANGE_STATUS, &params).await? {
+        let order = Order::from_row(&row)?;
+        let event = status_changed(origin, &order, current.status, None);
+        outbox::record(&mut transaction, &event).await?;
+        transaction.commit().await?;
+        return Ok(order);
+    }
+    // Someone changed it between our read and write: report what it is now.
+    drop(transaction);
+    match find(db, id).await?.status {
+        now if now == next => Err(OrderError::ConcurrentlyChanged(now)),
+        now => Err(OrderError::Transition {
+            from: now,
+            to: next,
+        }),
     }
 }
 
