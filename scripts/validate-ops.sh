@@ -905,6 +905,7 @@ start_order() {
         ORDER_SERVICE_DATABASE_URL="sqlite:$WORK/order/order-service.db" \
         ORDER_SERVICE_RATE_LIMIT=0 ORDER_SERVICE_USER_SERVICE_URL="$USER_URL" \
         ORDER_SERVICE_USER_SERVICE_TIMEOUT_MS=1000 ORDER_SERVICE_VERIFY_INTERVAL=1 \
+        CIRCUIT_BREAKER_TIMEOUT=1 \
         "$BIN_DIR/order-service") >"$WORK/order-service.log" 2>&1 &
     PIDS+=($!)
     ORDER_PID=$!
