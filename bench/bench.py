@@ -48,6 +48,9 @@ SCENARIOS = [
      "PostgreSQL", ["order-service"]),
     ("pg_get_user_unauthenticated", "GET user by id, pre-identity build, no token",
      "PostgreSQL", ["user-service"]),
+    ("floor_get_user", "GET user by id, floor server (bench/floor)", "PostgreSQL", ["floor"]),
+    ("floor_post_user", "POST user, floor server", "PostgreSQL", ["floor"]),
+    ("floor_get_order", "GET order by id, floor server (embeds user over HTTP)", "PostgreSQL", ["floor"]),
     ("sqlite_get_user", "GET user by id", "SQLite", ["user-service"]),
     ("sqlite_post_user", "POST user", "SQLite", ["user-service"]),
 ]
@@ -58,6 +61,8 @@ PGBENCH = [
 SERVICES = [
     ("user-service@postgres", "user-service", "PostgreSQL"),
     ("order-service@postgres", "order-service", "PostgreSQL"),
+    ("audit-log-service@postgres", "audit-log-service", "PostgreSQL"),
+    ("floor@postgres", "floor server (bench only)", "PostgreSQL"),
     ("user-service@sqlite", "user-service", "SQLite"),
 ]
 RATIOS = [
@@ -70,6 +75,16 @@ RATIOS = [
     ("get_user_token_vs_unauthenticated",
      "GET user req/s with a token ÷ the pre-identity build without one",
      ("pg_get_user", "rps"), ("pg_get_user_unauthenticated", "rps"), 0.9),
+    # The floor (issue 17): the same routes, statements and JSON with no plumbing.
+    ("get_user_vs_floor", "GET user req/s ÷ the floor server's",
+     ("pg_get_user", "rps"), ("floor_get_user", "rps"), 0.9),
+    ("post_user_vs_floor", "POST user req/s ÷ the floor server's",
+     ("pg_post_user", "rps"), ("floor_post_user", "rps"), 0.9),
+    ("get_order_vs_floor", "GET order req/s ÷ the floor server's",
+     ("pg_get_order", "rps"), ("floor_get_order", "rps"), None),
+    # Lower is better: at most 1.25.
+    ("get_user_p99_vs_floor", "GET user p99 ÷ the floor server's p99 (at most)",
+     ("pg_get_user", "p99_ms"), ("floor_get_user", "p99_ms"), -1.25),
 ]
 
 
@@ -222,6 +237,76 @@ def cmd_get_json(a):
     return 0
 
 
+def metric_value(base, name):
+    """The value of one unlabelled series on base's /metrics, or None."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                return float(parts[1])
+    return None
+
+
+def cmd_drain_events(a):
+    """Waits until every event the services wrote is in the audit log: each
+    outbox empty, the audit consumer without lag, and as many events stored as
+    published. Prints `published stored milliseconds`; exits 1 on timeout."""
+    for url in (*a.publisher, a.audit):
+        if not re.match(r"http://127\.0\.0\.1:\d+$", url):
+            sys.exit("bench.py drain-events: only http://127.0.0.1:PORT base URLs")
+    start = time.monotonic()
+    published = stored = None
+    while time.monotonic() - start < a.timeout:
+        try:
+            backlog = published = 0
+            for base in a.publisher:
+                name = service_metric_prefix(base)
+                backlog += metric_value(base, f"{name}_outbox_backlog") or 0
+                published += metric_value(base, f"{name}_outbox_published_total") or 0
+            lag = metric_value(a.audit, "audit_log_service_consumer_lag") or 0
+            stored = metric_value(a.audit, "audit_log_service_events_stored_total") or 0
+            if backlog == 0 and lag == 0 and stored >= published:
+                print(int(published), int(stored), int((time.monotonic() - start) * 1000))
+                return 0
+        except OSError:
+            pass
+        time.sleep(0.2)
+    print(f"bench.py drain-events: not drained after {a.timeout} s "
+          f"(published {published}, stored {stored})", file=sys.stderr)
+    return 1
+
+
+def service_metric_prefix(base):
+    """user_service or order_service: the name in /health's answer."""
+    with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
+        return json.load(r)["service"].replace("-", "_")
+
+
+def cmd_nats_delete_stream(a):
+    """Deletes one JetStream stream through the JetStream API subject (the
+    bench's own streams; no NATS client library needed for one request)."""
+    host, port = a.server.rsplit(":", 1)
+    inbox = f"_INBOX.bench{os.getpid()}"
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        f = s.makefile("rb")
+        f.readline()  # INFO
+        s.sendall(f'CONNECT {{"verbose":false,"pedantic":false}}\r\nSUB {inbox} 1\r\n'
+                  f"PUB $JS.API.STREAM.DELETE.{a.stream} {inbox} 0\r\n\r\n".encode())
+        while True:
+            line = f.readline()
+            if not line:
+                return 1
+            if line.startswith(b"MSG"):
+                size = int(line.split()[-1])
+                reply = f.read(size + 2)[:size]
+                return 0 if b'"success":true' in reply else 1
+            if line.startswith(b"PING"):
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"-ERR"):
+                print(line.decode().strip(), file=sys.stderr)
+                return 1
+
+
 def cmd_set(a):
     data = load(a.file)
     apply_assignments(data, a.assignments)
@@ -371,8 +456,13 @@ def cmd_report(a):
             num, den = s.get(na, {}).get(fa), s.get(da, {}).get(fb)
             per_run.append(round(num / den, 3) if num and den else None)
         value = med(per_run)
+        # A negative target is an upper bound (lower is better); None: reported only.
+        if value is None or target is None:
+            met = None
+        else:
+            met = value <= -target if target < 0 else value >= target
         ratios[key] = {"label": label, "median": value, "per_run": per_run, "target": target,
-                       "met": None if value is None else value >= target}
+                       "met": met}
 
     # --- targets
     total_errors = sum(m["errors_total"] for m in scen.values())
@@ -387,9 +477,19 @@ def cmd_report(a):
          ratios["get_user_vs_pgbench_select"]["met"]),
         ("POST user ≥ 0.6× pgbench insert", fmt(ratios["post_user_vs_pgbench_insert"]["median"], 2) + "×",
          ratios["post_user_vs_pgbench_insert"]["met"]),
+        ("POST user with events flowing ≥ 0.44× pgbench insert (0.85 of the pre-events 0.52)",
+         fmt(ratios["post_user_vs_pgbench_insert"]["median"], 2) + "×",
+         None if ratios["post_user_vs_pgbench_insert"]["median"] is None
+         else ratios["post_user_vs_pgbench_insert"]["median"] >= 0.44),
         ("GET user with a token ≥ 0.9× the pre-identity build",
          fmt(ratios["get_user_token_vs_unauthenticated"]["median"], 2) + "×",
          ratios["get_user_token_vs_unauthenticated"]["met"]),
+        ("GET user ≥ 0.9× the floor server (issue 17)", fmt(ratios["get_user_vs_floor"]["median"], 2) + "×",
+         ratios["get_user_vs_floor"]["met"]),
+        ("POST user ≥ 0.9× the floor server (issue 17)", fmt(ratios["post_user_vs_floor"]["median"], 2) + "×",
+         ratios["post_user_vs_floor"]["met"]),
+        ("GET user p99 ≤ 1.25× the floor's p99 (issue 17)",
+         fmt(ratios["get_user_p99_vs_floor"]["median"], 2) + "×", ratios["get_user_p99_vs_floor"]["met"]),
         ("0 errors (all scenarios, all runs)", str(total_errors), total_errors == 0),
         ("POST order breaker-open ≥ 0.9× user-service-up",
          fmt(ratios["post_order_breaker_open_vs_up"]["median"], 2) + "×",
@@ -420,6 +520,7 @@ def cmd_report(a):
         "scenarios": scen,
         "services": svcs,
         "ratios": ratios,
+        "events": [r.get("events") for r in runs],
         "targets": [{"target": t, "measured": v, "met": ok} for t, v, ok in targets],
         "go_reference": GO_REFERENCE,
         "total_errors": total_errors,
@@ -488,12 +589,28 @@ def render_md(res, targets):
     w("Start-to-ready: from spawning the process to the first 200 from `/health/ready` "
       "(polled every 5 ms), on a fresh database (migrations included).\n")
 
+    events = [e for e in res.get("events", []) if e]
+    if events:
+        w("## Events\n")
+        w("Every PostgreSQL scenario ran with the services publishing their events through the "
+          "transactional outbox to NATS JetStream (a stream of the run's own) and audit-log-service "
+          "consuming them; after the last order scenario the run waited for the audit log to hold "
+          "every published event.\n")
+        w("| Run | published | in the audit log | drained after the last scenario |")
+        w("|--:|--:|--:|--:|")
+        for i, e in enumerate(events, 1):
+            w(f"| {i} | {e.get('published'):,} | {e.get('stored'):,} | {e.get('drain_ms')} ms |")
+        w("")
+
     w("## Ratios (computed within each run; median)\n")
     w("| Ratio | median | per run | target | |")
     w("|---|--:|---|--:|---|")
     for r in res["ratios"].values():
         per = ", ".join(fmt(v, 3) for v in r["per_run"])
-        w(f"| {r['label']} | {fmt(r['median'], 3)} | {per} | ≥ {r['target']} | {yes(r['met'])} |")
+        target = "–" if r["target"] is None else (
+            f"≤ {-r['target']}" if r["target"] < 0 else f"≥ {r['target']}")
+        verdict = "reported" if r["target"] is None else yes(r["met"])
+        w(f"| {r['label']} | {fmt(r['median'], 3)} | {per} | {target} | {verdict} |")
     w("")
 
     sc = res["scenarios"]
@@ -586,6 +703,17 @@ def main():
     s.add_argument("url")
     s.add_argument("field")
     s.set_defaults(func=cmd_get_json)
+
+    s = sub.add_parser("drain-events")
+    s.add_argument("--audit", required=True)
+    s.add_argument("--timeout", type=float, default=120)
+    s.add_argument("publisher", nargs="+")
+    s.set_defaults(func=cmd_drain_events)
+
+    s = sub.add_parser("nats-delete-stream")
+    s.add_argument("server")
+    s.add_argument("stream")
+    s.set_defaults(func=cmd_nats_delete_stream)
 
     s = sub.add_parser("set")
     s.add_argument("file")

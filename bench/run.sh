@@ -9,12 +9,14 @@
 #   BENCH_RUNS=3  BENCH_DURATION=10 (seconds per scenario)  BENCH_WARMUP=2 (seconds)
 #   BENCH_CONNECTIONS=32  BENCH_THREADS=2  BENCH_SEED=10000 (users, and as many orders)
 #   BENCH_PGPORT=5432  BENCH_PGUSER=postgres  (PostgreSQL on 127.0.0.1, trust auth)
+#   BENCH_NATS=127.0.0.1:4222 (NATS with JetStream; a stream of the run's own, deleted at the end)
 #   BENCH_SKIP_BUILD=1 (use the binaries already built)  BENCH_KEEP_WORKDIR=1 (keep logs)
 #   BENCH_RESULTS_DIR=bench/results
 #
 # Each run: fresh PostgreSQL databases (random names, dropped at the end), both
-# services started on them (rate limiter off, info logs to a file), seeded
-# through the API, then every scenario driven by wrk at fixed duration and
+# services started on them (rate limiter off, info logs to a file) with their
+# events flowing through NATS to audit-log-service, seeded through the API,
+# then every scenario driven by wrk at fixed duration and
 # concurrency, pgbench with the equivalent SQL on the same database, and the
 # GET/POST user scenarios again on a fresh SQLite file. bench/bench.py parses,
 # aggregates and renders; docs/BENCHMARKS.md explains the figures.
@@ -55,6 +57,7 @@ fi
 # Only ever loopback.
 export PGHOST=127.0.0.1 PGPORT=${BENCH_PGPORT:-5432} PGUSER=${BENCH_PGUSER:-postgres}
 PG_URL_BASE="postgres://$PGUSER@127.0.0.1:$PGPORT"
+NATS_SERVER=${BENCH_NATS:-127.0.0.1:4222}
 # The breaker trips when at least half of the calls in its sliding window
 # (CIRCUIT_BREAKER_INTERVAL) failed. A short window lets it trip on the first
 # failures once user-service is stopped, instead of after as many failures as
@@ -90,12 +93,21 @@ done
 pg_isready -q -h 127.0.0.1 -p "$PGPORT" 2>/dev/null ||
     psql -qAtc 'select 1' postgres >/dev/null ||
     die "PostgreSQL is not answering on 127.0.0.1:$PGPORT"
+(exec 3<>"/dev/tcp/${NATS_SERVER%:*}/${NATS_SERVER##*:}") 2>/dev/null ||
+    die "NATS is not answering on $NATS_SERVER (the events go through it)"
 
 # ---------------------------------------------------------------------------
 # build
 
 build_start=$SECONDS
 build_dist_binaries "$ROOT" "${BENCH_SKIP_BUILD:-0}"
+# The floor (issue 17): a bare server with the services' SQL, bench/floor.
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+    log "cargo build --profile dist -p bench-floor"
+    cargo build --profile dist --quiet -p bench-floor
+fi
+FLOOR_BIN=${USER_BIN%/*}/bench-floor
+[[ -x $FLOOR_BIN ]] || die "$FLOOR_BIN not found"
 
 # The yardstick for authentication's cost: GET user on the last build without
 # identity (BENCH_BASELINE_REV), measured in the same run on its own database.
@@ -125,6 +137,7 @@ declare -A PIDS=()  # service key (user-service@postgres) -> pid
 declare -A PEAK=()  # service key -> highest VmHWM seen (KiB)
 declare -A URLS=()  # service key -> base URL
 DBS=()
+STREAMS=()  # JetStream streams of this bench, deleted at the end
 HWM_RESET=true
 
 # run_child command...: runs it in the background and waits, so that a signal to
@@ -186,6 +199,14 @@ drop_databases() {
     DBS=()
 }
 
+delete_streams() {
+    local stream
+    for stream in "${STREAMS[@]}"; do
+        py nats-delete-stream "$NATS_SERVER" "$stream" || log "could not delete stream $stream"
+    done
+    STREAMS=()
+}
+
 show_logs() {
     local f
     for f in "$WORK"/*.log; do
@@ -206,6 +227,7 @@ cleanup() {
     if [[ -n ${CHILD:-} ]]; then kill -TERM "$CHILD" 2>/dev/null || true; fi
     for key in "${!PIDS[@]}"; do stop_service "$key"; done
     drop_databases
+    delete_streams
     # On failure (not on Ctrl-C or SIGTERM), the end of each service log still present.
     if ((rc != 0 && rc != 130 && rc != 143)) && [[ -d $WORK ]]; then show_logs; fi
     if [[ ${BENCH_KEEP_WORKDIR:-0} == 1 ]]; then
@@ -251,6 +273,25 @@ start_service() {
 common_env() { # PREFIX port database-url
     echo "$1_HOST=127.0.0.1" "$1_PORT=$2" "$1_DATABASE_URL=$3" "$1_RATE_LIMIT=0" \
         "$1_LOG_LEVEL=info" "$1_SHUTDOWN_TIMEOUT=5" "${AUTH_ENV[@]}"
+}
+
+# events_env run: the run's own stream and subjects on the bench's NATS, the
+# same for every service of the run (they publish to and consume from it).
+events_env() {
+    local stream=BENCH_${DB_PREFIX#bench_}_R$1
+    echo "NATS_URL=nats://$NATS_SERVER" "NATS_STREAM=$stream" "NATS_SUBJECT_PREFIX=bench.${DB_PREFIX#bench_}.r$1"
+}
+
+# drain_events: waits until the audit log holds every event published so far,
+# and records how many there were.
+drain_events() {
+    local out published stored ms
+    out=$(py drain-events --audit "${URLS[audit-log-service@postgres]}" \
+        "${URLS[user-service@postgres]}" "${URLS[order-service@postgres]}") ||
+        die "events did not reach the audit log (see the services' logs)"
+    read -r published stored ms <<<"$out"
+    py set "$RUN_JSON" "events.published=$published" "events.stored=$stored" "events.drain_ms=$ms"
+    log "events: $published published, $stored in the audit log ($ms ms after the last scenario)"
 }
 
 circuit() { py get-json "${URLS[order-service@postgres]}/health" info.user_service_circuit; }
@@ -354,20 +395,28 @@ open_breaker() {
 one_run() {
     RUN_JSON=$WORK/run-$RUN.json
     py set "$RUN_JSON" "run=$RUN" "loadavg_start=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
-    local udb=${DB_PREFIX}_r${RUN}_users odb=${DB_PREFIX}_r${RUN}_orders uport oport sport
-    local U=user-service@postgres O=order-service@postgres S=user-service@sqlite
+    local udb=${DB_PREFIX}_r${RUN}_users odb=${DB_PREFIX}_r${RUN}_orders adb=${DB_PREFIX}_r${RUN}_audit
+    local U=user-service@postgres O=order-service@postgres A=audit-log-service@postgres S=user-service@sqlite
+    local uport oport aport sport events
     EXTRA=()
 
-    # --- PostgreSQL
+    # --- PostgreSQL, events through NATS to the audit log
     create_database "$udb"
     create_database "$odb"
+    create_database "$adb"
+    events=$(events_env "$RUN")
+    STREAMS+=("$(sed 's/.*NATS_STREAM=\([^ ]*\).*/\1/' <<<"$events")")
     uport=$(py free-port)
     # shellcheck disable=SC2046 # common_env's words are VAR=value pairs without spaces
-    start_service "$U" "$uport" "$USER_BIN" $(common_env USER_SERVICE "$uport" "$PG_URL_BASE/$udb")
+    start_service "$U" "$uport" "$USER_BIN" $(common_env USER_SERVICE "$uport" "$PG_URL_BASE/$udb") $events
     oport=$(py free-port)
     # shellcheck disable=SC2046
-    start_service "$O" "$oport" "$ORDER_BIN" $(common_env ORDER_SERVICE "$oport" "$PG_URL_BASE/$odb") \
+    start_service "$O" "$oport" "$ORDER_BIN" $(common_env ORDER_SERVICE "$oport" "$PG_URL_BASE/$odb") $events \
         "ORDER_SERVICE_USER_SERVICE_URL=${URLS[$U]}" "CIRCUIT_BREAKER_TIMEOUT=$BREAKER_TIMEOUT" "CIRCUIT_BREAKER_INTERVAL=$BREAKER_INTERVAL"
+    aport=$(py free-port)
+    # shellcheck disable=SC2046
+    start_service "$A" "$aport" "$AUDIT_BIN" $(common_env AUDIT_LOG_SERVICE "$aport" "$PG_URL_BASE/$adb") $events \
+        "AUDIT_LOG_SERVICE_USER_SERVICE_URL=${URLS[$U]}"
 
     # Every scenario acts as the operator (an admin), reusing one token as a
     # client does for its lifetime.
@@ -390,6 +439,8 @@ one_run() {
     EXTRA=("breaker_before=$(circuit)")
     run_wrk pg_post_order "${URLS[$O]}" post_order.lua "$U $O" "$SEED"
     py set "$RUN_JSON" "scenarios.pg_post_order.breaker_after=$(circuit)"
+    drain_events
+    stop_service "$A"
 
     # user-service away: the first calls fail (connection refused) and open the
     # breaker, which stays open for BREAKER_TIMEOUT s; orders are still created.
@@ -401,6 +452,16 @@ one_run() {
     py set "$RUN_JSON" "scenarios.pg_post_order_breaker_open.breaker_after=$(circuit)"
     EXTRA=()
     stop_service "$O"
+
+    # --- the floor on the same databases: the same routes, SQL and JSON, no plumbing
+    local F=floor@postgres fport
+    fport=$(py free-port)
+    start_service "$F" "$fport" "$FLOOR_BIN" "FLOOR_PORT=$fport" \
+        "FLOOR_USER_DATABASE_URL=$PG_URL_BASE/$udb" "FLOOR_ORDER_DATABASE_URL=$PG_URL_BASE/$odb"
+    run_wrk floor_get_user "${URLS[$F]}" get_by_id.lua "$F" "$SEED" /api/v1/users/
+    run_wrk floor_post_user "${URLS[$F]}" post_user.lua "$F" "r${RUN}f"
+    run_wrk floor_get_order "${URLS[$F]}" get_by_id.lua "$F" "$SEED" /api/v1/orders/
+    stop_service "$F"
     drop_databases
 
     # --- the pre-identity build, unauthenticated (full mode)
