@@ -1,18 +1,61 @@
-//! Structured JSON logs via `tracing`, one line per request carrying its request id.
+//! Structured JSON logs via `tracing`, one line per request carrying its request id
+//! (and, when traces are exported, its trace id).
 
 use axum::extract::MatchedPath;
 use axum::http::Request;
-use tracing::Span;
+use tracing::{Dispatch, Span};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 use crate::config::LogFormat;
+use crate::otel::OtelLayer;
 
 /// Installs the global subscriber: JSON lines, or compact lines for a person at a
 /// terminal. `RUST_LOG`, when set, overrides `level` (e.g. `RUST_LOG=info,sqlx=debug`).
-/// Calling it twice is harmless.
-pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_postgres=warn")));
+/// With `otel`, spans are also exported ([`crate::otel`]) and each JSON line
+/// carries the `openTelemetry` trace and span ids. Calling it twice is harmless.
+pub fn init(level: &str, format: LogFormat, otel: Option<OtelLayer>) {
+    let filter = log_filter(level);
+    let Some(otel) = otel else {
+        init_logs_only(filter, format);
+        return;
+    };
+    let _ = subscriber(filter, format, otel).try_init();
+}
+
+/// `RUST_LOG`, or `level` with the drivers' statement logs kept quiet.
+pub fn log_filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_postgres=warn")))
+}
+
+/// Logs and OpenTelemetry spans, each layer with its own filter: the traces
+/// keep debug-level spans (the SQL statements) that the log leaves out.
+pub fn subscriber(filter: EnvFilter, format: LogFormat, otel: OtelLayer) -> Dispatch {
+    let registry = tracing_subscriber::registry().with(otel);
+    match format {
+        LogFormat::Json => Dispatch::new(
+            registry.with(
+                json_subscriber::layer()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_target(true)
+                    .with_opentelemetry_ids(true)
+                    .with_filter(filter),
+            ),
+        ),
+        LogFormat::Pretty => Dispatch::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_target(false)
+                    .with_filter(filter),
+            ),
+        ),
+    }
+}
+
+fn init_logs_only(filter: EnvFilter, format: LogFormat) {
     match format {
         // json-subscriber writes the same lines as tracing-subscriber's JSON format,
         // but keeps each span's fields as ready JSON instead of re-parsing them for
@@ -38,16 +81,17 @@ pub fn init(level: &str, format: LogFormat) {
 /// The span every request runs in: its fields appear on each log line it emits.
 pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + Clone {
     move |request: &Request<B>| {
-        let path = request
+        let route = request
             .extensions()
             .get::<MatchedPath>()
-            .map_or_else(|| request.uri().path(), MatchedPath::as_str);
+            .map(MatchedPath::as_str);
+        let path = route.unwrap_or_else(|| request.uri().path());
         let request_id = request
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "request",
             service,
             method = %request.method(),
@@ -55,6 +99,11 @@ pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + 
             request_id,
             // Filled in by the `Caller` extractor once a token verifies.
             sub = tracing::field::Empty,
-        )
+            // Set only when spans are exported (the OpenTelemetry span's name and kind).
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        crate::otel::start_server_span(&span, request, route);
+        span
     }
 }

@@ -15,9 +15,9 @@ use crate::helpers::{AuditService, Backend, TEST_AUTH, TestDatabase, metric_valu
 
 /// user-service, order-service (pointed at it) and audit-log-service (trusting
 /// its JWKS), each on a database of its own, all on a stream of their own.
-struct Pipeline {
-    users: RunningService,
-    orders: RunningService,
+pub(crate) struct Pipeline {
+    pub(crate) users: RunningService,
+    pub(crate) orders: RunningService,
     audit: AuditService,
     /// user-service's and order-service's, whose outboxes the test reads.
     databases: [TestDatabase; 2],
@@ -25,7 +25,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn start(backend: Backend) -> Self {
+    pub(crate) async fn start(backend: Backend) -> Self {
         let stream = TestStream::new();
         // Fails here, naming the server, when NATS is away.
         stream.bus().await;
@@ -91,7 +91,7 @@ impl Pipeline {
 
     /// Registers a user by itself (with a password), logs it in, and returns
     /// its id and the access token user-service issued.
-    async fn register_and_log_in(&self, email: &str) -> (i64, String) {
+    pub(crate) async fn register_and_log_in(&self, email: &str) -> (i64, String) {
         let anonymous = self.users.client.anonymous();
         let password = "pipeline-user-password";
         let registered = anonymous
@@ -133,7 +133,7 @@ async fn spawn<S: platform::app::Service>(
     RunningService::spawn(test_config::<S>(&database.url, &overrides)).await
 }
 
-fn as_admin(service: &RunningService) -> TestClient {
+pub(crate) fn as_admin(service: &RunningService) -> TestClient {
     service.client.with_token(&TEST_AUTH.admin_token())
 }
 
