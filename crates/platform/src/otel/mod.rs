@@ -87,12 +87,17 @@ impl TracingSettings {
         let env = Env::new("", lookup);
         let disabled = env.choice_or("OTEL_SDK_DISABLED", &["true", "false"], "false")? == "true"
             || env.raw("OTEL_TRACES_EXPORTER").as_deref() == Some("none");
-        for variable in [
+        // Only OTLP over HTTP/protobuf is built in; a wrong protocol fails at start.
+        env.choice_or(
             "OTEL_EXPORTER_OTLP_PROTOCOL",
+            &["http/protobuf"],
+            "http/protobuf",
+        )?;
+        env.choice_or(
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        ] {
-            env.choice_or(variable, &["http/protobuf"], "http/protobuf")?;
-        }
+            &["http/protobuf"],
+            "http/protobuf",
+        )?;
         let endpoint = match (
             env.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             env.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
