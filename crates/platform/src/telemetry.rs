@@ -5,6 +5,7 @@ use axum::extract::MatchedPath;
 use axum::http::Request;
 use tracing::{Dispatch, Span};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
 use crate::config::LogFormat;
@@ -20,7 +21,7 @@ pub fn init(level: &str, format: LogFormat, otel: Option<OtelLayer>) {
         init_logs_only(filter, format);
         return;
     };
-    let _ = subscriber(filter, format, otel).try_init();
+    let _ = subscriber(filter, format, otel, std::io::stdout).try_init();
 }
 
 /// `RUST_LOG`, or `level` with the drivers' statement logs kept quiet.
@@ -29,9 +30,12 @@ pub fn log_filter(level: &str) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_postgres=warn")))
 }
 
-/// Logs and OpenTelemetry spans, each layer with its own filter: the traces
-/// keep debug-level spans (the SQL statements) that the log leaves out.
-pub fn subscriber(filter: EnvFilter, format: LogFormat, otel: OtelLayer) -> Dispatch {
+/// Logs (to `writer`) and OpenTelemetry spans, each layer with its own filter:
+/// the traces keep debug-level spans (the SQL statements) that the log leaves out.
+pub fn subscriber<W>(filter: EnvFilter, format: LogFormat, otel: OtelLayer, writer: W) -> Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let registry = tracing_subscriber::registry().with(otel);
     match format {
         LogFormat::Json => Dispatch::new(
@@ -41,6 +45,7 @@ pub fn subscriber(filter: EnvFilter, format: LogFormat, otel: OtelLayer) -> Disp
                     .with_span_list(false)
                     .with_target(true)
                     .with_opentelemetry_ids(true)
+                    .with_writer(writer)
                     .with_filter(filter),
             ),
         ),
@@ -49,6 +54,7 @@ pub fn subscriber(filter: EnvFilter, format: LogFormat, otel: OtelLayer) -> Disp
                 tracing_subscriber::fmt::layer()
                     .compact()
                     .with_target(false)
+                    .with_writer(writer)
                     .with_filter(filter),
             ),
         ),
@@ -105,5 +111,65 @@ pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + 
         );
         crate::otel::start_server_span(&span, request, route);
         span
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::*;
+    use crate::otel::TracingSettings;
+
+    /// Log lines collected in memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_json_line_in_a_traced_span_names_its_trace_and_span() {
+        // Nothing listens there: the exporter's failures are its own business.
+        let settings = TracingSettings::from_lookup(&crate::config::pairs(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://127.0.0.1:9",
+        )]))
+        .unwrap();
+        let (layer, tracing) = crate::otel::layer(&settings, "test").unwrap().unwrap();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let dispatch = subscriber(EnvFilter::new("info"), LogFormat::Json, layer, move || {
+            writer.clone()
+        });
+        let (trace_id, span_id) = tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("request", request_id = "r-1");
+            let _entered = span.enter();
+            tracing::info!("inside the request");
+            let context = span.context();
+            let ids = context.span().span_context().clone();
+            (ids.trace_id().to_string(), ids.span_id().to_string())
+        });
+        drop(tracing);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["fields"]["message"], "inside the request", "{line}");
+        assert_eq!(
+            line["openTelemetry"]["traceId"],
+            trace_id.as_str(),
+            "{line}"
+        );
+        assert_eq!(line["openTelemetry"]["spanId"], span_id.as_str(), "{line}");
+        assert_eq!(line["span"]["request_id"], "r-1", "{line}");
     }
 }

@@ -268,6 +268,7 @@ impl TestTracing {
                 crate::telemetry::log_filter("warn"),
                 crate::config::LogFormat::Json,
                 layer,
+                std::io::stdout,
             );
             tracing::dispatcher::set_default(&dispatch)
         });
