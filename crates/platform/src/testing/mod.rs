@@ -27,7 +27,7 @@ pub use http::{
 pub use load::{Answer, Load, assert_documented, created_ids};
 pub use nats::TemporaryNats;
 pub use service::{RunningService, migrated, test_config};
-pub use traces::{OtlpReceiver, ReceivedSpan, TestTracing};
+pub use traces::{OtlpReceiver, ReceivedSpan, global_receiver};
 
 use serde_json::Value;
 

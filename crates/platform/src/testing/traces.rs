@@ -1,15 +1,10 @@
 //! A real OTLP/HTTP receiver in the test's process, decoding what the
-//! exporter sends with `opentelemetry-proto`, and the test's own tracing
+//! exporter sends with `opentelemetry-proto`, and the process-wide tracing
 //! subscriber exporting to it.
-//!
-//! The subscriber is the test thread's default, not the process's: each test
-//! has its own receiver and exporter, so tests running at once never see each
-//! other's spans. Tests that use it run on the current-thread runtime
-//! (`#[tokio::test]`), where every task of the services runs on that thread.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,7 +18,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use tokio::sync::oneshot;
-use tracing::dispatcher::DefaultGuard;
 
 use crate::otel::{Tracing, TracingSettings};
 
@@ -231,51 +225,39 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The test's tracing: spans exported to its own receiver while this lives.
-// Dropped in this order: the subscriber, the exporter (which sends what is
-// left), then the receiver.
-pub struct TestTracing {
-    _default: Option<DefaultGuard>,
-    /// `None` when the variables turn exporting off.
-    pub exporter: Option<Tracing>,
-    pub receiver: OtlpReceiver,
-}
-
-impl TestTracing {
-    /// A receiver, and the production subscriber (JSON logs at `warn`, and the
-    /// OpenTelemetry layer the `OTEL_*` variables ask for) as this thread's
-    /// default; the endpoint is the receiver's and the batch delay 50 ms
-    /// unless `vars` say otherwise.
-    ///
-    /// # Panics
-    /// When the variables are invalid or the exporter cannot be built.
-    pub fn start(vars: &[(&str, &str)]) -> Self {
+/// The process's receiver, with the production subscriber (JSON logs at
+/// `warn`, and the OpenTelemetry layer exporting to the receiver every 50 ms)
+/// installed as the global default on first use. For a test binary whose
+/// tests are all traced; they tell their spans apart by trace id.
+///
+/// A subscriber per test (a thread's default) is not enough: `tracing` caches
+/// whether a callsite is wanted process-wide, and tests without a subscriber
+/// running beside it made some of its spans vanish.
+///
+/// # Panics
+/// When the exporter cannot be built.
+pub fn global_receiver() -> &'static OtlpReceiver {
+    static GLOBAL: OnceLock<(OtlpReceiver, Tracing)> = OnceLock::new();
+    let (receiver, _) = GLOBAL.get_or_init(|| {
         let receiver = OtlpReceiver::start();
         let endpoint = receiver.endpoint();
-        let defaults = [
+        let vars = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
         ];
-        let all: Vec<(&str, &str)> = defaults.iter().chain(vars).copied().collect();
-        // Later pairs win in `pairs`' map.
         let settings =
-            TracingSettings::from_lookup(&crate::config::pairs(&all)).expect("tracing settings");
+            TracingSettings::from_lookup(&crate::config::pairs(&vars)).expect("tracing settings");
         let (layer, exporter) = crate::otel::layer(&settings, "traced-test")
             .expect("exporter")
-            .unzip();
-        let default = layer.map(|layer| {
-            let dispatch = crate::telemetry::subscriber(
-                crate::telemetry::log_filter("warn"),
-                crate::config::LogFormat::Json,
-                layer,
-                std::io::stdout,
-            );
-            tracing::dispatcher::set_default(&dispatch)
-        });
-        Self {
-            _default: default,
-            exporter,
-            receiver,
-        }
-    }
+            .expect("an endpoint is set");
+        let dispatch = crate::telemetry::subscriber(
+            crate::telemetry::log_filter("warn"),
+            crate::config::LogFormat::Json,
+            layer,
+            std::io::stdout,
+        );
+        tracing::dispatcher::set_global_default(dispatch).expect("the first subscriber");
+        (receiver, exporter)
+    });
+    receiver
 }

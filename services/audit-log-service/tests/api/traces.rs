@@ -1,210 +1,27 @@
-//! Distributed tracing through the real services: each test exports its spans
-//! over OTLP/HTTP to a receiver of its own (`TestTracing`, the test thread's
-//! subscriber, so these tests run on the current-thread runtime) and follows
-//! one trace from the client through both services, their databases and NATS.
+//! With tracing off (here `OTEL_SDK_DISABLED=true` beside an endpoint) no
+//! OpenTelemetry layer exists and nothing is sent; the traced tests are in the
+//! `traces` test binary, whose process-wide subscriber exports everything.
 
-use platform::testing::{
-    Backend, ReceivedSpan, RunningService, TestDatabase, TestResponse, TestTracing,
-};
+use platform::otel::TracingSettings;
+use platform::testing::{Backend, OtlpReceiver, RunningService, TestDatabase};
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::helpers::{TEST_AUTH, test_config};
-use crate::pipeline::{Pipeline, as_admin};
-
-/// Each body once per backend, on the current-thread runtime (see above).
-macro_rules! traced_tests {
-    ($(async fn $name:ident($backend:ident) $body:block)*) => {$(
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[tokio::test]
-            async fn sqlite() { body(Backend::Sqlite).await }
-            #[tokio::test]
-            async fn postgres() { body(Backend::Postgres).await }
-            async fn body($backend: Backend) $body
-        }
-    )*};
-}
-
-const PASSWORD: &str = "pipeline-user-password";
-
-/// The trace id of the server span an answer names in its `traceparent`.
-fn trace_id(response: &TestResponse) -> String {
-    let value = response
-        .headers
-        .get("traceparent")
-        .unwrap_or_else(|| panic!("no traceparent in {:?}", response.headers))
-        .to_str()
-        .expect("ASCII");
-    let parts: Vec<&str> = value.split('-').collect();
-    assert_eq!(parts.len(), 4, "{value}");
-    parts[1].to_owned()
-}
-
-fn find<'a>(spans: &'a [ReceivedSpan], kind: &str, name: &str) -> Option<&'a ReceivedSpan> {
-    spans.iter().find(|s| s.kind == kind && s.name == name)
-}
-
-fn server<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> Option<&'a ReceivedSpan> {
-    spans
-        .iter()
-        .find(|s| s.kind == "server" && s.name == name && s.attribute("service") == Some(service))
-}
-
-/// Whether `span` is `ancestor` or below it in `spans`.
-fn descends_from(spans: &[ReceivedSpan], span: &ReceivedSpan, ancestor: &ReceivedSpan) -> bool {
-    let mut current = Some(span);
-    while let Some(s) = current {
-        if s.span_id == ancestor.span_id {
-            return true;
-        }
-        current = spans.iter().find(|p| p.span_id == s.parent_span_id);
-    }
-    false
-}
-
-/// SQL spans below `ancestor`, by name (`INSERT orders`).
-fn sql_below(spans: &[ReceivedSpan], ancestor: &ReceivedSpan) -> Vec<String> {
-    spans
-        .iter()
-        .filter(|s| s.attribute("db.system").is_some() && descends_from(spans, s, ancestor))
-        .map(|s| s.name.clone())
-        .collect()
-}
-
-/// No attribute of any span received holds one of `secrets`.
-fn assert_nothing_secret(spans: &[ReceivedSpan], secrets: &[&str]) {
-    for span in spans {
-        for (key, value) in &span.attributes {
-            for secret in secrets {
-                assert!(
-                    !value.contains(secret),
-                    "{}: attribute {key} holds a secret: {value}",
-                    span.name
-                );
-            }
-        }
-    }
-}
-
-traced_tests! {
-    async fn an_order_is_one_trace_through_both_services_and_their_databases(backend) {
-        let tracing = TestTracing::start(&[]);
-        let pipeline = Pipeline::start(backend).await;
-        let (_, token) = pipeline.register_and_log_in("traced@example.com").await;
-        let created = pipeline.orders.client.with_token(&token)
-            .post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3}))
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-
-        let trace = trace_id(&created);
-        let spans = tracing.receiver.wait_for_trace(&trace, |spans| {
-            server(spans, "order-service", "POST /api/v1/orders").is_some()
-                && server(spans, "user-service", "GET /api/v1/users/{id}").is_some()
-                && spans.iter().filter(|s| s.attribute("db.system").is_some()).count() >= 2
-        }).await;
-        let order = server(&spans, "order-service", "POST /api/v1/orders").expect("order span");
-        assert_eq!(order.parent_span_id, "", "the client sent no trace: a new one starts");
-        assert_eq!(order.attribute("http.route"), Some("/api/v1/orders"));
-        assert_eq!(order.attribute("http.request.method"), Some("POST"));
-        assert_eq!(order.attribute("http.response.status_code"), Some("201"));
-        let call = find(&spans, "client", "GET /api/v1/users/{id}").expect("the HTTP client span");
-        assert!(descends_from(&spans, call, order), "{call:#?}");
-        assert_eq!(call.attribute("http.response.status_code"), Some("200"));
-        let user = server(&spans, "user-service", "GET /api/v1/users/{id}").expect("user span");
-        assert_eq!(user.parent_span_id, call.span_id, "user-service continues the caller's span");
-        assert!(sql_below(&spans, order).iter().any(|n| n == "INSERT orders"), "{:?}", sql_below(&spans, order));
-        assert!(sql_below(&spans, user).iter().any(|n| n == "SELECT users"), "{:?}", sql_below(&spans, user));
-        for sql in spans.iter().filter(|s| s.attribute("db.system").is_some()) {
-            assert_eq!(sql.kind, "client");
-            let system = sql.attribute("db.system");
-            assert!(matches!(system, Some("postgresql" | "sqlite")), "{system:?}");
-        }
-        tracing.exporter.as_ref().expect("exporting").flush();
-        assert_nothing_secret(&tracing.receiver.spans(), &[&token, PASSWORD, "traced@example.com"]);
-    }
-
-    async fn a_user_deletion_reaches_the_audit_log_and_order_service_in_its_trace(backend) {
-        let tracing = TestTracing::start(&[]);
-        let pipeline = Pipeline::start(backend).await;
-        let (id, token) = pipeline.register_and_log_in("deleted@example.com").await;
-        let created = pipeline.orders.client.with_token(&token)
-            .post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3}))
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-        let deleted = as_admin(&pipeline.users).delete(&format!("/api/v1/users/{id}")).await;
-        assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
-
-        let trace = trace_id(&deleted);
-        let consumer = |spans: &[ReceivedSpan], group: &str, what: &str| {
-            spans.iter().any(|s| s.kind == "consumer"
-                && s.attribute("messaging.consumer.group.name") == Some(group)
-                && s.name.ends_with(what))
-        };
-        let spans = tracing.receiver.wait_for_trace(&trace, |spans| {
-            consumer(spans, "audit-log", "users.deleted")
-                && consumer(spans, "order-service", "users.deleted")
-                // The cancellation it caused, published by order-service, audited too.
-                && consumer(spans, "audit-log", "orders.status_changed")
-        }).await;
-        let request = server(&spans, "user-service", "DELETE /api/v1/users/{id}").expect("request span");
-        let publish = find(&spans, "producer", "publish events.users.deleted").expect("publish span");
-        assert!(descends_from(&spans, publish, request), "published in the request's trace");
-        for group in ["audit-log", "order-service"] {
-            let handled = spans.iter()
-                .find(|s| s.kind == "consumer" && s.attribute("messaging.consumer.group.name") == Some(group)
-                    && s.name.ends_with("users.deleted"))
-                .expect("consumer span");
-            assert_eq!(handled.parent_span_id, publish.span_id, "{group} continues the publisher's span");
-            assert!(!sql_below(&spans, handled).is_empty(), "{group} wrote in the trace");
-        }
-        let cancelled = find(&spans, "producer", "publish events.orders.status_changed").expect("the cancellation's publish");
-        assert!(descends_from(&spans, cancelled, request));
-        tracing.exporter.as_ref().expect("exporting").flush();
-        assert_nothing_secret(&tracing.receiver.spans(), &[&token, PASSWORD, "deleted@example.com"]);
-    }
-}
-
-/// user-service alone, on SQLite, exporting to `tracing`'s receiver.
-async fn user_service() -> (RunningService, TestDatabase) {
-    let database = TestDatabase::create(Backend::Sqlite).await;
-    let config = test_config::<user_service::UserService>(&database.url, &[]);
-    (RunningService::spawn(config).await, database)
-}
-
-#[tokio::test]
-async fn a_request_with_a_traceparent_continues_that_trace() {
-    let tracing = TestTracing::start(&[]);
-    let (users, _database) = user_service().await;
-    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let caller_span = "00f067aa0ba902b7";
-    let answered = users
-        .client
-        .with_token(&TEST_AUTH.admin_token())
-        .get_with_header(
-            "/api/v1/users",
-            "traceparent",
-            &format!("00-{caller_trace}-{caller_span}-01"),
-        )
-        .await;
-    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
-    assert_eq!(trace_id(&answered), caller_trace);
-    let spans = tracing
-        .receiver
-        .wait_for_trace(caller_trace, |spans| {
-            server(spans, "user-service", "GET /api/v1/users").is_some()
-        })
-        .await;
-    let request = server(&spans, "user-service", "GET /api/v1/users").expect("server span");
-    assert_eq!(request.parent_span_id, caller_span);
-}
 
 #[tokio::test]
 async fn with_the_exporter_disabled_nothing_is_sent() {
-    let tracing = TestTracing::start(&[("OTEL_SDK_DISABLED", "true")]);
-    assert!(tracing.exporter.is_none(), "no exporter at all");
-    let (mut users, _database) = user_service().await;
+    let receiver = OtlpReceiver::start();
+    let endpoint = receiver.endpoint();
+    let settings = TracingSettings::from_lookup(&platform::config::pairs(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SDK_DISABLED", "true"),
+    ]))
+    .expect("settings");
+    let layer = platform::otel::layer(&settings, "user-service").expect("no error");
+    assert!(layer.is_none(), "no OpenTelemetry layer at all");
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let mut users =
+        RunningService::spawn(test_config::<user_service::UserService>(&database.url, &[])).await;
     let answered = users
         .client
         .with_token(&TEST_AUTH.admin_token())
@@ -222,5 +39,5 @@ async fn with_the_exporter_disabled_nothing_is_sent() {
     );
     // Stopped, it has answered everything it will: nothing went out.
     users.stop().await;
-    assert_eq!(tracing.receiver.requests(), 0);
+    assert_eq!(receiver.requests(), 0);
 }

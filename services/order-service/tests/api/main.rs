@@ -9,4 +9,3 @@ mod faults;
 mod helpers;
 mod orders;
 mod resilience;
-mod traces;
