@@ -141,8 +141,11 @@ for ((round = 1; round <= RUNS; round++)); do
         export BENCH_TOKEN
         if [[ $seeded == false ]]; then
             py seed-config --kind users --count "$SEED" --users 1 --base "http://127.0.0.1:$uport" --out "$WORK/seed.cfg"
-            curl -sS -Z --parallel-max 16 -K "$WORK/seed.cfg" >"$WORK/seed.codes" 2>&1 || true
-            [[ $(grep -c '^201$' "$WORK/seed.codes") == "$SEED" ]] || die "seeding $SEED users failed"
+            curl -sS -Z --parallel-max 16 -K "$WORK/seed.cfg" >"$WORK/seed.codes" 2>"$WORK/seed.err" || true
+            if [[ $(grep -c '^201$' "$WORK/seed.codes") != "$SEED" ]]; then
+                sort "$WORK/seed.codes" | uniq -c | sort -rn | head -n 5 >&2
+                die "seeding $SEED users failed"
+            fi
             seeded=true
         fi
         get=$(wrk_rps "r$round-$mode-get" "http://127.0.0.1:$uport" get_by_id.lua "$SEED" /api/v1/users/)
@@ -156,7 +159,7 @@ done
 SINK=$(curl -fsS "http://127.0.0.1:$SINK_PORT/stats")
 
 mkdir -p "${BENCH_RESULTS_DIR:-$BENCH/results}"
-OUT=${BENCH_RESULTS_DIR:-$BENCH/results}/$(date -u +%Y%m%dT%H%M%SZ)-tracing$([[ $MODE == smoke ]] && echo -smoke).md
+OUT=${BENCH_RESULTS_DIR:-$BENCH/results}/$(date -u +%Y%m%dT%H%M%SZ)-tracing$([[ $MODE == smoke ]] && echo -smoke || true).md
 python3 - "$RESULTS" "$OUT" "$SINK" "$PROFILE" "$RUNS" "$DURATION" "$CONNECTIONS" <<'PY'
 import json, statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
