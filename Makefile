@@ -73,11 +73,13 @@ vet: require-clippy ## cargo check + clippy
 api-test: ## Contract fuzzing of both APIs with Schemathesis (scripts/api-test.sh)
 	bash scripts/api-test.sh
 
-bench: ## Benchmarks on PostgreSQL and SQLite, ratios to pgbench (docs/BENCHMARKS.md)
+bench: ## Benchmarks on PostgreSQL and SQLite, ratios to pgbench, and tracing's cost (docs/BENCHMARKS.md)
 	bash bench/run.sh
+	BENCH_SKIP_BUILD=1 bash bench/tracing.sh
 
 bench-smoke: ## A few seconds per benchmark scenario, so the harness cannot rot (in CI)
 	bash bench/run.sh --smoke
+	BENCH_SKIP_BUILD=1 bash bench/tracing.sh --smoke
 
 soak: ## 60 s mixed load on both services: 0 5xx, flat RSS, fds and DB sessions (scripts/soak.sh)
 	bash scripts/soak.sh

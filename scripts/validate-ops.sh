@@ -10,7 +10,8 @@
 #                 files (rate limit off); a few requests create the labelled series; the
 #                 Dockerfiles' HEALTHCHECK command is run against them
 #   compose       docker-compose.yml parses (`docker compose config`, or the standalone
-#                 docker-compose) and has the databases, healthchecks, env and mounts
+#                 docker-compose) and has the databases, healthchecks, env and mounts;
+#                 the OpenTelemetry Collector config parses and its pipelines are wired
 #   Kubernetes    deploy/k8s/base rendered with kustomize (or each listed file when neither
 #                 kubectl nor kustomize is installed) and validated against the Kubernetes
 #                 schemas with kubernetes-validate --strict (schemas bundled, works offline),
@@ -787,6 +788,58 @@ def cmd_bacon(root):
     report(not p, f"bacon.toml: hot-reload jobs {', '.join(SERVICE_PREFIX)} (used by make dev-*)", p)
 
 
+def cmd_otel_collector(root):
+    """The collector config parses and wires up: each pipeline names defined components,
+    OTLP/HTTP is received on 4318 where the services send, the exporter and Grafana's
+    Jaeger data source reach compose services. (No otelcol binary is packaged for
+    Debian or PyPI, so this is a structure check, not `otelcol validate`.)"""
+    root = Path(root)
+    path = root / "monitoring/otel-collector.yml"
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        report(False, f"{path.relative_to(root)} parses", [str(e)])
+        return
+    p = []
+    kinds = ("receivers", "processors", "exporters", "extensions")
+    defined = {k: set((cfg.get(k) or {}).keys()) for k in kinds}
+    service = cfg.get("service") or {}
+    pipelines = service.get("pipelines") or {}
+    if "traces" not in pipelines:
+        p.append("no traces pipeline")
+    for name, pipe in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            for comp in pipe.get(kind) or []:
+                if comp not in defined[kind]:
+                    p.append(f"pipeline {name}: {kind[:-1]} {comp} is not defined")
+        if not pipe.get("receivers") or not pipe.get("exporters"):
+            p.append(f"pipeline {name}: needs receivers and exporters")
+    for ext in service.get("extensions") or []:
+        if ext not in defined["extensions"]:
+            p.append(f"extension {ext} is not defined")
+    http = (((cfg.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}).get("http") or {}
+    if not str(http.get("endpoint", "")).endswith(":4318"):
+        p.append("the otlp receiver does not take OTLP/HTTP on :4318")
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    col = compose.get("otel-collector") or {}
+    if not any(str(v).startswith("./monitoring/otel-collector.yml:") for v in col.get("volumes", [])):
+        p.append("compose otel-collector does not mount monitoring/otel-collector.yml")
+    for svc in SERVICE_PREFIX:
+        env = (compose.get(svc) or {}).get("environment") or {}
+        if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "http://otel-collector:4318":
+            p.append(f"compose {svc}: OTEL_EXPORTER_OTLP_ENDPOINT is not http://otel-collector:4318")
+    for name, exp in (cfg.get("exporters") or {}).items():
+        host = str((exp or {}).get("endpoint", "")).split("://")[-1].split(":")[0]
+        if host and host not in compose:
+            p.append(f"exporter {name} sends to {host}, not a compose service")
+    ds = load_yaml_all(root / "monitoring/grafana/provisioning/datasources/jaeger.yml")
+    urls = [d.get("url", "") for doc in ds for d in doc.get("datasources", []) if d.get("type") == "jaeger"]
+    if not urls or any(urllib.parse.urlparse(u).hostname not in compose for u in urls):
+        p.append(f"Grafana's Jaeger data source {urls} does not reach a compose service")
+    report(not p, "otel-collector config parses; pipelines, receiver, exporter and Grafana's Jaeger "
+           "data source are wired to the compose services", p)
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
     globals()["cmd_" + cmd.replace("-", "_")](*args)
@@ -854,6 +907,7 @@ check "${COMPOSE[*]} config (docker-compose.yml parses and validates)" \
 check "${COMPOSE[*]} config refuses to run without the client secrets" \
     bash -c '! env -u COMPOSE_FILE -u AUTH_CLIENT_SECRET -u AUTH_SERVICE_CLIENT_SECRET "${@:2}" --env-file "$1" -f docker-compose.yml config -q 2>/dev/null' _ "$WORK/empty.env" "${COMPOSE[@]}"
 pycheck compose "$ROOT" || true
+pycheck otel-collector "$ROOT" || true
 
 # ---------------------------------------------------------------------------------------
 section "kubernetes"

@@ -76,15 +76,25 @@ pub async fn start<C>(
         }
     };
     let settings = http(&config);
-    crate::telemetry::init(&settings.log_level, settings.log_format);
+    let (otel, tracing) = match crate::otel::layer(&settings.tracing, name) {
+        Ok(exporting) => exporting.unzip(),
+        Err(err) => {
+            eprintln!("{name}: cannot export traces: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::init(&settings.log_level, settings.log_format, otel);
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::server::cancel_on_signal(shutdown.clone()));
-    match work(config, shutdown).await {
+    let code = match work(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), service = name, "service failed");
             eprintln!("{name}: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The spans of the last requests are sent before the process exits.
+    drop(tracing);
+    code
 }

@@ -201,6 +201,8 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// The standard `OTEL_*` variables (shared by every service).
+    pub tracing: crate::otel::TracingSettings,
 }
 
 impl HttpSettings {
@@ -240,6 +242,7 @@ impl HttpSettings {
             request_timeout: env.seconds_or("REQUEST_TIMEOUT", 10)?,
             header_read_timeout: positive_seconds(env, "HEADER_READ_TIMEOUT", 10.0)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_TIMEOUT", 30)?,
+            tracing: crate::otel::TracingSettings::from_lookup(env.lookup)?,
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod otel;
 pub mod pagination;
 pub mod query;
 pub mod rate_limit;

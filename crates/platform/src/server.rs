@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::{from_fn_with_state, map_request};
+use axum::middleware::{from_fn_with_state, map_request, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::Listener;
@@ -63,7 +63,8 @@ impl Platform {
     }
 
     /// The service's API routes plus health and metrics, wrapped in the middleware
-    /// stack. Outermost first: request-id sanitising, request id, trace log, request-id echo, CORS,
+    /// stack. Outermost first: request-id sanitising, request id, trace log (the request span),
+    /// trace context answer, request-id echo, CORS,
     /// metrics, panic recovery, rate limit, timeout, body limit.
     pub fn app(&self, api: Router, db: Database, info: Option<HealthInfo>) -> Router {
         let health = HealthState {
@@ -99,6 +100,7 @@ impl Platform {
             ))
             .layer(cors(&self.settings.cors_allowed_origins))
             .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(map_response(crate::otel::record_server_response))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(telemetry::request_span(self.settings.service_name))
@@ -154,6 +156,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     let request_id = X_REQUEST_ID;
+    let traceparent = HeaderName::from_static(crate::otel::propagation::TRACEPARENT);
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([
@@ -163,8 +166,13 @@ fn cors(origins: &[String]) -> CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([header::CONTENT_TYPE, header::ACCEPT, request_id.clone()])
-        .expose_headers([request_id, header::RETRY_AFTER])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            request_id.clone(),
+            traceparent.clone(),
+        ])
+        .expose_headers([request_id, header::RETRY_AFTER, traceparent])
 }
 
 /// A panicking handler answers 500 in the envelope; the panic text goes to the log only.

@@ -1,18 +1,67 @@
-//! Structured JSON logs via `tracing`, one line per request carrying its request id.
+//! Structured JSON logs via `tracing`, one line per request carrying its request id
+//! (and, when traces are exported, its trace id).
 
 use axum::extract::MatchedPath;
 use axum::http::Request;
-use tracing::Span;
+use tracing::{Dispatch, Span};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
 
 use crate::config::LogFormat;
+use crate::otel::OtelLayer;
 
 /// Installs the global subscriber: JSON lines, or compact lines for a person at a
 /// terminal. `RUST_LOG`, when set, overrides `level` (e.g. `RUST_LOG=info,sqlx=debug`).
-/// Calling it twice is harmless.
-pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_postgres=warn")));
+/// With `otel`, spans are also exported ([`crate::otel`]) and each JSON line
+/// carries the `openTelemetry` trace and span ids. Calling it twice is harmless.
+pub fn init(level: &str, format: LogFormat, otel: Option<OtelLayer>) {
+    let filter = log_filter(level);
+    let Some(otel) = otel else {
+        init_logs_only(filter, format);
+        return;
+    };
+    let _ = subscriber(filter, format, otel, std::io::stdout).try_init();
+}
+
+/// `RUST_LOG`, or `level` with the drivers' statement logs kept quiet.
+pub fn log_filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_postgres=warn")))
+}
+
+/// Logs (to `writer`) and OpenTelemetry spans, each layer with its own filter:
+/// the traces keep debug-level spans (the SQL statements) that the log leaves out.
+pub fn subscriber<W>(filter: EnvFilter, format: LogFormat, otel: OtelLayer, writer: W) -> Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let registry = tracing_subscriber::registry().with(otel);
+    match format {
+        LogFormat::Json => Dispatch::new(
+            registry.with(
+                json_subscriber::layer()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_target(true)
+                    .with_opentelemetry_ids(true)
+                    .with_writer(writer)
+                    .with_filter(filter),
+            ),
+        ),
+        LogFormat::Pretty => Dispatch::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_target(false)
+                    .with_writer(writer)
+                    .with_filter(filter),
+            ),
+        ),
+    }
+}
+
+fn init_logs_only(filter: EnvFilter, format: LogFormat) {
     match format {
         // json-subscriber writes the same lines as tracing-subscriber's JSON format,
         // but keeps each span's fields as ready JSON instead of re-parsing them for
@@ -38,16 +87,17 @@ pub fn init(level: &str, format: LogFormat) {
 /// The span every request runs in: its fields appear on each log line it emits.
 pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + Clone {
     move |request: &Request<B>| {
-        let path = request
+        let route = request
             .extensions()
             .get::<MatchedPath>()
-            .map_or_else(|| request.uri().path(), MatchedPath::as_str);
+            .map(MatchedPath::as_str);
+        let path = route.unwrap_or_else(|| request.uri().path());
         let request_id = request
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "request",
             service,
             method = %request.method(),
@@ -55,6 +105,71 @@ pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + 
             request_id,
             // Filled in by the `Caller` extractor once a token verifies.
             sub = tracing::field::Empty,
-        )
+            // Set only when spans are exported (the OpenTelemetry span's name and kind).
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        crate::otel::start_server_span(&span, request, route);
+        span
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::*;
+    use crate::otel::TracingSettings;
+
+    /// Log lines collected in memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_json_line_in_a_traced_span_names_its_trace_and_span() {
+        // Nothing listens there: the exporter's failures are its own business.
+        let settings = TracingSettings::from_lookup(&crate::config::pairs(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://127.0.0.1:9",
+        )]))
+        .unwrap();
+        let (layer, tracing) = crate::otel::layer(&settings, "test").unwrap().unwrap();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let dispatch = subscriber(EnvFilter::new("info"), LogFormat::Json, layer, move || {
+            writer.clone()
+        });
+        let (trace_id, span_id) = tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("request", request_id = "r-1");
+            let _entered = span.enter();
+            tracing::info!("inside the request");
+            let context = span.context();
+            let ids = context.span().span_context().clone();
+            (ids.trace_id().to_string(), ids.span_id().to_string())
+        });
+        drop(tracing);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["fields"]["message"], "inside the request", "{line}");
+        assert_eq!(
+            line["openTelemetry"]["traceId"],
+            trace_id.as_str(),
+            "{line}"
+        );
+        assert_eq!(line["openTelemetry"]["spanId"], span_id.as_str(), "{line}");
+        assert_eq!(line["span"]["request_id"], "r-1", "{line}");
     }
 }

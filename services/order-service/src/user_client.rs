@@ -26,6 +26,7 @@ use tower::{Service, ServiceExt};
 use tower_resilience_circuitbreaker::{
     CircuitBreaker, CircuitBreakerError, CircuitState, DefaultClassifier,
 };
+use tracing::Instrument;
 
 use crate::breaker::breaker_layer;
 use crate::config::BreakerSettings;
@@ -118,21 +119,50 @@ impl HttpUserLookup {
         }
     }
 
+    /// One call, in a client span whose trace context goes along in `traceparent`.
     async fn lookup_with(
         &self,
         request: &LookupRequest,
         token: &str,
+    ) -> Result<UserLookup, UserServiceError> {
+        let span = tracing::debug_span!(
+            "GET /api/v1/users/{id}",
+            otel.kind = "client",
+            http.request.method = "GET",
+            url.template = "/api/v1/users/{id}",
+            server.address = %self.base_url,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let mut headers = reqwest::header::HeaderMap::new();
+        platform::otel::inject(&span, &mut headers);
+        let result = self
+            .send_lookup(request, token, headers)
+            .instrument(span.clone())
+            .await;
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        result
+    }
+
+    async fn send_lookup(
+        &self,
+        request: &LookupRequest,
+        token: &str,
+        headers: reqwest::header::HeaderMap,
     ) -> Result<UserLookup, UserServiceError> {
         #[derive(Deserialize)]
         struct Envelope {
             data: RemoteUser,
         }
         let url = format!("{}/api/v1/users/{}", self.base_url, request.user_id);
-        let mut call = self.http.get(url).bearer_auth(token);
+        let mut call = self.http.get(url).bearer_auth(token).headers(headers);
         if let Some(id) = &request.request_id {
             call = call.header("x-request-id", id);
         }
         let response = call.send().await.map_err(|e| self.classify(&e))?;
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
         match response.status() {
             StatusCode::OK => {
                 let body = response.bytes().await.map_err(|e| self.classify(&e))?;
@@ -252,8 +282,13 @@ impl UserClient {
             Err(_) => "failure",
         };
         self.calls.with_label_values(&[outcome]).inc();
-        if let Err(err) = &result {
-            tracing::debug!(user_id, error = %err, "user lookup failed");
+        match &result {
+            // An event on the lookup's span in the trace: the call was never made.
+            Err(UserServiceError::CircuitOpen) => {
+                tracing::debug!(user_id, "circuit breaker rejected the call to user-service");
+            }
+            Err(err) => tracing::debug!(user_id, error = %err, "user lookup failed"),
+            Ok(_) => {}
         }
         result
     }

@@ -67,6 +67,7 @@ impl Service for UserService {
         "20261124000001_create_users.sql",
         "20261203000001_identity.sql",
         "20261203000002_outbox.sql",
+        "20261215000001_outbox_trace_context.sql",
     ];
 
     fn settings(env: &Env<'_>) -> Result<UserSettings, ConfigError> {

@@ -7,7 +7,9 @@ use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteArguments;
 use tokio_postgres::types::ToSql;
+use tracing::Instrument;
 
+use super::trace::statement_span;
 use super::{DbError, Row, SqlParam};
 
 /// A pooled connection on either backend; back to the pool when dropped.
@@ -26,19 +28,24 @@ impl Connection {
         sql: &str,
         params: &[&dyn SqlParam],
     ) -> Result<Vec<Row>, DbError> {
-        match self {
-            Self::Postgres(client) => {
-                let statement = client.prepare_cached(sql).await?;
-                let rows = client.query(&statement, &postgres_params(params)).await?;
-                Ok(rows.into_iter().map(Row::Postgres).collect())
-            }
-            Self::Sqlite(connection) => {
-                let rows = sqlite_query(sql, params)?
-                    .fetch_all(&mut **connection)
-                    .await?;
-                Ok(rows.into_iter().map(Row::Sqlite).collect())
+        let span = statement_span(self.system(), sql);
+        async move {
+            match self {
+                Self::Postgres(client) => {
+                    let statement = client.prepare_cached(sql).await?;
+                    let rows = client.query(&statement, &postgres_params(params)).await?;
+                    Ok(rows.into_iter().map(Row::Postgres).collect())
+                }
+                Self::Sqlite(connection) => {
+                    let rows = sqlite_query(sql, params)?
+                        .fetch_all(&mut **connection)
+                        .await?;
+                    Ok(rows.into_iter().map(Row::Sqlite).collect())
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// The first row, if any.
@@ -50,21 +57,26 @@ impl Connection {
         sql: &str,
         params: &[&dyn SqlParam],
     ) -> Result<Option<Row>, DbError> {
-        match self {
-            Self::Postgres(client) => {
-                let statement = client.prepare_cached(sql).await?;
-                let row = client
-                    .query_opt(&statement, &postgres_params(params))
-                    .await?;
-                Ok(row.map(Row::Postgres))
-            }
-            Self::Sqlite(connection) => {
-                let row = sqlite_query(sql, params)?
-                    .fetch_optional(&mut **connection)
-                    .await?;
-                Ok(row.map(Row::Sqlite))
+        let span = statement_span(self.system(), sql);
+        async move {
+            match self {
+                Self::Postgres(client) => {
+                    let statement = client.prepare_cached(sql).await?;
+                    let row = client
+                        .query_opt(&statement, &postgres_params(params))
+                        .await?;
+                    Ok(row.map(Row::Postgres))
+                }
+                Self::Sqlite(connection) => {
+                    let row = sqlite_query(sql, params)?
+                        .fetch_optional(&mut **connection)
+                        .await?;
+                    Ok(row.map(Row::Sqlite))
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// Exactly one row (an aggregate, an `INSERT … RETURNING`).
@@ -82,16 +94,21 @@ impl Connection {
     /// # Errors
     /// See [`DbError`].
     pub async fn execute(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<u64, DbError> {
-        match self {
-            Self::Postgres(client) => {
-                let statement = client.prepare_cached(sql).await?;
-                Ok(client.execute(&statement, &postgres_params(params)).await?)
+        let span = statement_span(self.system(), sql);
+        async move {
+            match self {
+                Self::Postgres(client) => {
+                    let statement = client.prepare_cached(sql).await?;
+                    Ok(client.execute(&statement, &postgres_params(params)).await?)
+                }
+                Self::Sqlite(connection) => Ok(sqlite_query(sql, params)?
+                    .execute(&mut **connection)
+                    .await?
+                    .rows_affected()),
             }
-            Self::Sqlite(connection) => Ok(sqlite_query(sql, params)?
-                .execute(&mut **connection)
-                .await?
-                .rows_affected()),
         }
+        .instrument(span)
+        .await
     }
 
     /// Starts a transaction on this connection.
@@ -113,14 +130,27 @@ impl Connection {
 
     /// A statement without parameters or results (transaction control).
     async fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        match self {
-            Self::Postgres(client) => Ok(client.batch_execute(sql).await?),
-            Self::Sqlite(connection) => {
-                connection
-                    .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)))
-                    .await?;
-                Ok(())
+        let span = statement_span(self.system(), sql);
+        async move {
+            match self {
+                Self::Postgres(client) => Ok(client.batch_execute(sql).await?),
+                Self::Sqlite(connection) => {
+                    connection
+                        .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)))
+                        .await?;
+                    Ok(())
+                }
             }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The `db.system` of the trace's SQL spans.
+    fn system(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgresql",
+            Self::Sqlite(_) => "sqlite",
         }
     }
 

@@ -21,6 +21,7 @@ mod error;
 mod migrations;
 mod postgres_migrate;
 mod settings;
+mod trace;
 
 use std::time::{Duration, Instant};
 

@@ -141,7 +141,8 @@ impl Bus {
 
     /// Publishes one event (its JSON as written to the outbox) and waits until
     /// the bus has it: JetStream's acknowledgement, or every in-process handler.
-    /// The event id is the `Nats-Msg-Id`, so a republished event is stored once.
+    /// The event id is the `Nats-Msg-Id`, so a republished event is stored once;
+    /// the current span's trace context goes in the `traceparent` header.
     ///
     /// # Errors
     /// When it was not taken; the relay tries again.
@@ -150,6 +151,10 @@ impl Bus {
             Self::Nats(nats) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", event_id);
+                // The publishing span's trace context, for the consumers' spans.
+                if let Some(traceparent) = crate::otel::traceparent(&tracing::Span::current()) {
+                    headers.insert(crate::otel::propagation::TRACEPARENT, traceparent.as_str());
+                }
                 nats.context
                     .publish_with_headers(nats.subject(subject), headers, json.to_owned().into())
                     .await?

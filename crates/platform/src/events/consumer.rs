@@ -9,8 +9,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::bus::{Bus, Handler, NatsBus};
+use super::trace::consume_span;
 use super::{Event, EventSettings};
 use crate::app::BackgroundTask;
 
@@ -42,7 +44,7 @@ pub fn subscribe(
         }));
     }
     if let Some(bus) = &settings.in_process {
-        bus.subscribe(filter, handler);
+        bus.subscribe(filter, super::trace::traced_handler(durable, handler));
         tracing::info!(durable, filter, "consuming events in-process (no NATS_URL)");
     } else {
         tracing::warn!(
@@ -132,7 +134,18 @@ async fn consume_once(
             }
         };
         let id = event.id;
-        match handler(event).await {
+        let traceparent = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(crate::otel::propagation::TRACEPARENT))
+            .map(|v| v.as_str());
+        let span = consume_span(
+            durable,
+            message.subject.as_str(),
+            &id.to_string(),
+            traceparent,
+        );
+        match handler(event).instrument(span).await {
             Ok(()) => message
                 .ack()
                 .await

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod consumer;
 pub mod outbox;
 pub mod relay;
+mod trace;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

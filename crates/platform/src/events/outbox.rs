@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use super::Event;
 use crate::db::{Database, DbError, Row, Transaction, now};
 
-const INSERT: &str =
-    "INSERT INTO outbox (event_id, subject, event, created_at) VALUES ($1, $2, $3, $4)";
+const INSERT: &str = "INSERT INTO outbox (event_id, subject, event, created_at, trace_context) \
+                      VALUES ($1, $2, $3, $4, $5)";
 
-const UNPUBLISHED: &str = "SELECT seq, event_id, subject, event FROM outbox \
+const UNPUBLISHED: &str = "SELECT seq, event_id, subject, event, trace_context FROM outbox \
                            WHERE published_at IS NULL ORDER BY seq LIMIT $1";
 
 const MARK_PUBLISHED: &str = "UPDATE outbox SET published_at = $2 WHERE seq = $1";
@@ -34,11 +34,14 @@ const OLDEST: &str =
 pub async fn record(transaction: &mut Transaction, event: &Event) -> Result<(), DbError> {
     let json = serde_json::to_string(event)
         .map_err(|e| DbError::Other(format!("event does not serialize: {e}")))?;
-    let params: [&dyn crate::db::SqlParam; 4] = [
+    // The relay publishes later, in another task: the trace goes along in the row.
+    let trace_context = crate::otel::traceparent(&tracing::Span::current());
+    let params: [&dyn crate::db::SqlParam; 5] = [
         &event.id.to_string(),
         &event.subject(),
         &json,
         &event.occurred_at,
+        &trace_context,
     ];
     transaction.execute(INSERT, &params).await?;
     Ok(())
@@ -63,6 +66,8 @@ pub struct Pending {
     pub subject: String,
     /// The event as JSON: published as it was written.
     pub event: String,
+    /// The `traceparent` of the span that wrote it, when traces are exported.
+    pub trace_context: Option<String>,
 }
 
 impl Pending {
@@ -72,6 +77,7 @@ impl Pending {
             event_id: row.get("event_id")?,
             subject: row.get("subject")?,
             event: row.get("event")?,
+            trace_context: row.get("trace_context")?,
         })
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{Gauge, IntCounter, IntGauge};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::bus::Bus;
 use super::{EventSettings, outbox};
@@ -220,6 +221,7 @@ async fn publish_batch(connection: &mut Connection, bus: &Bus) -> Outcome {
     for pending in batch {
         if let Err(err) = bus
             .publish(&pending.subject, &pending.event_id, &pending.event)
+            .instrument(super::trace::publish_span(&pending))
             .await
         {
             return Outcome {

@@ -2,7 +2,7 @@
 //! a fresh database per test on either backend, an HTTP client that reads our
 //! envelope, a service run in the test's process, a throwaway PostgreSQL cluster
 //! to stop under load, a bounded load generator, a NATS stream of its own and a
-//! throwaway NATS server, and a macro that runs a test body on SQLite and on
+//! throwaway NATS server, an OTLP receiver for traces, and a macro that runs a test body on SQLite and on
 //! PostgreSQL.
 
 mod auth;
@@ -13,6 +13,7 @@ mod http;
 mod load;
 mod nats;
 mod service;
+mod traces;
 
 pub use auth::{TestAuth, test_auth};
 pub use cluster::{Outage, TemporaryPostgres, database_outage_under_load, free_port};
@@ -26,6 +27,7 @@ pub use http::{
 pub use load::{Answer, Load, assert_documented, created_ids};
 pub use nats::TemporaryNats;
 pub use service::{RunningService, migrated, test_config};
+pub use traces::{OtlpReceiver, ReceivedSpan, global_receiver};
 
 use serde_json::Value;
 

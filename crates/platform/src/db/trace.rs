@@ -1,0 +1,91 @@
+//! A span per SQL statement, named by what it does (`SELECT users`), never by
+//! its values: the statement's text and parameters stay out of the trace.
+
+use tracing::Span;
+use tracing::field::Empty;
+
+/// The span of one statement on `system` (`postgresql`, `sqlite`). Debug level:
+/// it exists only when traces are exported, and then costs the naming below.
+pub(super) fn statement_span(system: &'static str, sql: &str) -> Span {
+    let span = tracing::debug_span!(
+        "sql",
+        otel.name = Empty,
+        otel.kind = "client",
+        db.system = system,
+        db.operation.name = Empty,
+        db.collection.name = Empty,
+    );
+    if !span.is_disabled() {
+        let (operation, table) = summary(sql);
+        match table {
+            Some(table) => {
+                span.record("otel.name", format!("{operation} {table}").as_str());
+                span.record("db.collection.name", table);
+            }
+            None => {
+                span.record("otel.name", operation.as_str());
+            }
+        }
+        span.record("db.operation.name", operation.as_str());
+    }
+    span
+}
+
+/// The statement's operation (`SELECT`, `INSERT`, `BEGIN`, ...) and the table it
+/// works on: the word after `FROM`, `INTO` or `UPDATE`. Only keywords and
+/// identifiers of the statement's text, which holds `$n` placeholders, never values.
+fn summary(sql: &str) -> (String, Option<&str>) {
+    let mut words = sql.split_whitespace();
+    let operation = words.next().unwrap_or("SQL").to_ascii_uppercase();
+    let after = match operation.as_str() {
+        "UPDATE" => Some(None),
+        "INSERT" => Some(Some("INTO")),
+        "SELECT" | "DELETE" | "WITH" => Some(Some("FROM")),
+        _ => None,
+    };
+    let table = match after {
+        Some(None) => words.next(),
+        Some(Some(keyword)) => words
+            .by_ref()
+            .skip_while(|w| !w.eq_ignore_ascii_case(keyword))
+            .nth(1),
+        None => None,
+    };
+    // A subquery or a placeholder is no table name.
+    let table = table
+        .filter(|t| !t.starts_with(['(', '$']))
+        .map(|t| t.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')))
+        .filter(|t| !t.is_empty());
+    (operation, table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn statements_are_named_by_operation_and_table_only() {
+        assert_eq!(
+            summary("SELECT id, email FROM users WHERE email = $1"),
+            ("SELECT".into(), Some("users"))
+        );
+        assert_eq!(
+            summary("insert into outbox (event_id) VALUES ($1)"),
+            ("INSERT".into(), Some("outbox"))
+        );
+        assert_eq!(
+            summary("UPDATE orders SET status = $2 WHERE id = $1"),
+            ("UPDATE".into(), Some("orders"))
+        );
+        assert_eq!(
+            summary("DELETE FROM outbox WHERE published_at < $1"),
+            ("DELETE".into(), Some("outbox"))
+        );
+        assert_eq!(summary("BEGIN IMMEDIATE"), ("BEGIN".into(), None));
+        assert_eq!(summary("SELECT 1 AS one"), ("SELECT".into(), None));
+        assert_eq!(
+            summary("SELECT count(*) AS n FROM (SELECT 1) t"),
+            ("SELECT".into(), None)
+        );
+    }
+}
