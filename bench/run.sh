@@ -115,15 +115,20 @@ FLOOR_BIN=${USER_BIN%/*}/bench-floor
 BASELINE_REV=${BENCH_BASELINE_REV-16f0678}
 BASELINE_BIN=
 if [[ $MODE == full && -n $BASELINE_REV ]]; then
-    baseline_src=$(mktemp -d "${TMPDIR:-/tmp}/bench-baseline.XXXXXX")
-    git -C "$ROOT" worktree add --quiet --detach "$baseline_src" "$BASELINE_REV" ||
-        die "cannot check out BENCH_BASELINE_REV=$BASELINE_REV"
     baseline_target=${BENCH_BASELINE_TARGET:-$HOME/.cache/bench-baseline-target}
+    # The checkout stays at one path beside its target directory, so that a later
+    # run finds the build up to date instead of recompiling the workspace's crates.
+    baseline_src=$baseline_target/src-$BASELINE_REV
+    if [[ ! -d $baseline_src ]]; then
+        mkdir -p "$baseline_target"
+        git -C "$ROOT" archive --format=tar --prefix=src/ "$BASELINE_REV" | tar -x -C "$baseline_target" ||
+            die "cannot check out BENCH_BASELINE_REV=$BASELINE_REV"
+        mv "$baseline_target/src" "$baseline_src"
+    fi
     log "building the pre-identity user-service ($BASELINE_REV) into $baseline_target"
     (cd "$baseline_src" && CARGO_TARGET_DIR=$baseline_target cargo build --profile dist --quiet -p user-service) ||
         die "baseline build failed"
     BASELINE_BIN=$baseline_target/dist/user-service
-    git -C "$ROOT" worktree remove --force "$baseline_src"
 fi
 BUILD_SECONDS=$((SECONDS - build_start))
 
