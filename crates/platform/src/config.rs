@@ -201,13 +201,16 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// How long the server keeps accepting and serving after SIGTERM, readiness
+    /// already failing, so that load balancers stop sending before it stops listening.
+    pub shutdown_delay: Duration,
 }
 
 impl HttpSettings {
     /// Reads `PREFIX_PORT`, `PREFIX_LOG_LEVEL`, `PREFIX_RATE_LIMIT` (the contract's
     /// names) and our additions `PREFIX_HOST`, `PREFIX_TRUSTED_PROXIES`,
     /// `PREFIX_CORS_ALLOWED_ORIGINS`, `PREFIX_REQUEST_TIMEOUT`, `PREFIX_SHUTDOWN_TIMEOUT`,
-    /// `PREFIX_HEADER_READ_TIMEOUT`, `PREFIX_RATE_LIMIT_EVICTION_INTERVAL`.
+    /// `PREFIX_HEADER_READ_TIMEOUT`, `PREFIX_RATE_LIMIT_EVICTION_INTERVAL`, `PREFIX_SHUTDOWN_DELAY`.
     pub fn from_env(
         env: &Env<'_>,
         service_name: &'static str,
@@ -240,6 +243,7 @@ impl HttpSettings {
             request_timeout: env.seconds_or("REQUEST_TIMEOUT", 10)?,
             header_read_timeout: positive_seconds(env, "HEADER_READ_TIMEOUT", 10.0)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_TIMEOUT", 30)?,
+            shutdown_delay: env.fractional_seconds_or("SHUTDOWN_DELAY", 0.0)?,
         })
     }
 }
@@ -288,6 +292,7 @@ mod tests {
         assert_eq!(settings.rate_limit_per_second, 100);
         assert_eq!(settings.log_level, "info");
         assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(settings.shutdown_delay, Duration::ZERO);
         assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
         assert_eq!(
             settings.rate_limit_eviction_interval,

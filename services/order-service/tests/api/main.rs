@@ -9,3 +9,4 @@ mod faults;
 mod helpers;
 mod orders;
 mod resilience;
+mod shutdown;
