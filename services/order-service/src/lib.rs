@@ -51,6 +51,7 @@ impl Service for OrderService {
         "20261124000001_create_orders.sql",
         "20261203000001_identity.sql",
         "20261203000002_outbox.sql",
+        "20261205000001_idempotency_keys.sql",
     ];
 
     fn settings(env: &Env<'_>) -> Result<OrderSettings, ConfigError> {
@@ -116,6 +117,7 @@ fn background_work(
     let refresh_every = config.auth.jwks.refresh_interval;
     let outbox = OutboxMetrics::register(&platform.metrics, OrderService::NAME);
     let mut work: Vec<BackgroundTask> = vec![
+        platform::idempotency::prune_task(db.clone()),
         Box::new(move |shutdown| verifier.spawn(shutdown)),
         Box::new(move |shutdown| refresher.spawn_refresh(refresh_every, shutdown)),
         relay::task(

@@ -7,6 +7,7 @@ mod bus_faults;
 mod events;
 mod faults;
 mod helpers;
+mod idempotency;
 mod orders;
 mod resilience;
 mod shutdown;

@@ -6,5 +6,6 @@ mod access;
 mod auth;
 mod faults;
 mod helpers;
+mod idempotency;
 mod operations;
 mod users;
