@@ -11,3 +11,4 @@ mod idempotency;
 mod orders;
 mod resilience;
 mod shutdown;
+mod user_cache;
