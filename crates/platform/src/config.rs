@@ -191,6 +191,8 @@ pub struct HttpSettings {
     pub rate_limit_per_second: u32,
     /// How often the limiter forgets clients whose bucket has refilled.
     pub rate_limit_eviction_interval: Duration,
+    /// The per-subject and login limits, and Redis when the limit is shared.
+    pub limits: crate::rate_limit::LimitSettings,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// `*` or a list of origins allowed by CORS.
@@ -232,6 +234,7 @@ impl HttpSettings {
                 "RATE_LIMIT_EVICTION_INTERVAL",
                 30.0,
             )?,
+            limits: crate::rate_limit::LimitSettings::from_env(env, service_name)?,
             trusted_proxies: parse_networks(env, "TRUSTED_PROXIES")?,
             cors_allowed_origins: env
                 .raw("CORS_ALLOWED_ORIGINS")

@@ -12,6 +12,7 @@ mod events;
 mod http;
 mod load;
 mod nats;
+mod redis;
 mod service;
 
 pub use auth::{TestAuth, test_auth};
@@ -25,6 +26,7 @@ pub use http::{
 };
 pub use load::{Answer, Load, assert_documented, created_ids};
 pub use nats::TemporaryNats;
+pub use redis::{TemporaryRedis, redis_prefix, redis_url};
 pub use service::{RunningService, migrated, test_config};
 
 use serde_json::Value;

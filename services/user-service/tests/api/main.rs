@@ -8,4 +8,5 @@ mod faults;
 mod helpers;
 mod idempotency;
 mod operations;
+mod shared_limit;
 mod users;
