@@ -14,61 +14,28 @@
 //!
 //! [`Caller`]: crate::auth::Caller
 
+mod middleware;
+mod settings;
 pub mod shared;
 
-use std::net::{IpAddr, SocketAddr};
+pub use middleware::{SubjectCharged, SubjectLimit, enforce};
+pub use settings::LimitSettings;
+
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
 use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, Env};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use shared::{SharedLimiter, Verdict};
-
-/// The limits beyond the per-IP rate (`<P>_RATE_LIMIT`), and where they live.
-#[derive(Debug, Clone, Default)]
-pub struct LimitSettings {
-    /// `<P>_RATE_LIMIT_PER_SUBJECT`: requests per second per token subject; 0 (the default) turns it off.
-    pub per_subject: u32,
-    /// `<P>_RATE_LIMIT_AUTH`: requests per second per IP on the login and token endpoints.
-    pub auth: u32,
-    /// `REDIS_URL` (shared by every service): the buckets live there when set.
-    pub redis_url: Option<String>,
-    /// `<P>_RATE_LIMIT_REDIS_PREFIX`: the start of this service's keys in Redis.
-    pub redis_prefix: String,
-    /// `<P>_RATE_LIMIT_FAIL_CLOSED`: refuse (503) instead of limiting in-process while Redis is away.
-    pub fail_closed: bool,
-}
-
-impl LimitSettings {
-    /// # Errors
-    /// A [`ConfigError`] naming the variable that is set but invalid.
-    pub fn from_env(env: &Env<'_>, service_name: &str) -> Result<Self, ConfigError> {
-        // Not prefixed: one Redis for every service, as NATS_URL.
-        let shared = env.with_prefix("");
-        Ok(Self {
-            per_subject: env.parse_or("RATE_LIMIT_PER_SUBJECT", 0)?,
-            auth: env.parse_or("RATE_LIMIT_AUTH", 10)?,
-            redis_url: shared.raw("REDIS_URL"),
-            redis_prefix: env
-                .raw("RATE_LIMIT_REDIS_PREFIX")
-                .unwrap_or_else(|| format!("ratelimit:{service_name}:")),
-            fail_closed: env.parse_or("RATE_LIMIT_FAIL_CLOSED", false)?,
-        })
-    }
-}
-
 /// Which limit a request is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
@@ -313,16 +280,6 @@ fn rate_limited(wait: Duration) -> ApiError {
         retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
     }
 }
-
-/// What the [`Caller`](crate::auth::Caller) extractor charges a verified
-/// subject to: put in the request by [`enforce`].
-#[derive(Clone)]
-pub struct SubjectLimit(pub Arc<RateLimiter>);
-
-/// Marks a request whose subject was charged, so a second extraction does not charge it again.
-#[derive(Clone, Copy)]
-pub struct SubjectCharged;
-
 /// The client's address: the socket peer, unless the peer is a trusted proxy,
 /// in which case the rightmost `X-Forwarded-For` entry that is not itself a
 /// trusted proxy (entries further left are client-controlled and can be forged).
@@ -351,52 +308,6 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -
     }
     peer
 }
-
-/// Health probes and scrapes must work even while a client is being throttled.
-fn is_exempt(path: &str) -> bool {
-    path == "/metrics" || path == "/health" || path.starts_with("/health/")
-}
-
-/// Login and token issuing: a stricter bucket, against password and secret guessing.
-fn is_auth(path: &str) -> bool {
-    path == "/api/v1/auth/login" || path == "/api/v1/auth/token"
-}
-
-/// Middleware: 429 RATE_LIMIT_EXCEEDED with `Retry-After` once a client's bucket
-/// is empty; leaves the subject's bucket to the `Caller` extractor.
-pub async fn enforce(
-    State(limiter): State<Arc<RateLimiter>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    if is_exempt(path) {
-        return next.run(request).await;
-    }
-    let auth = is_auth(path);
-    let client = limiter
-        .client_ip(peer.ip(), request.headers())
-        .to_canonical()
-        .to_string();
-    let mut verdict = limiter.admit(Bucket::Ip, &client).await;
-    if verdict.is_ok() && auth {
-        verdict = limiter.admit(Bucket::Auth, &client).await;
-    }
-    // Reported on every request, not only at eviction: a flood of new client IPs
-    // between two evictions is exactly the growth this gauge must show.
-    limiter.report_tracked_clients();
-    if let Err(rejection) = verdict {
-        return rejection.into_response();
-    }
-    if limiter.subjects.is_some() {
-        request
-            .extensions_mut()
-            .insert(SubjectLimit(Arc::clone(&limiter)));
-    }
-    next.run(request).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,8 +403,6 @@ mod tests {
         }
         // The per-IP bucket (100/s) is untouched by both.
         assert!(limiter.admit(Bucket::Ip, "203.0.113.7").await.is_ok());
-        assert!(is_auth("/api/v1/auth/login") && is_auth("/api/v1/auth/token"));
-        assert!(!is_auth("/api/v1/users"));
     }
 
     #[tokio::test]
@@ -510,14 +419,5 @@ mod tests {
             refused.status_code(),
             axum::http::StatusCode::SERVICE_UNAVAILABLE
         );
-    }
-
-    #[test]
-    fn health_and_metrics_are_exempt() {
-        assert!(is_exempt("/health"));
-        assert!(is_exempt("/health/ready"));
-        assert!(is_exempt("/metrics"));
-        assert!(!is_exempt("/api/v1/users"));
-        assert!(!is_exempt("/healthz"));
     }
 }
