@@ -30,12 +30,20 @@ use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
-use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use shared::{SharedLimiter, Verdict};
+/// The values of `{service}_rate_limit_decisions_total{decision}`.
+pub const DECISIONS: [&str; 5] = [
+    "redis_allowed",
+    "redis_limited",
+    "local_allowed",
+    "local_limited",
+    "unavailable",
+];
+
 /// Which limit a request is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
@@ -70,7 +78,6 @@ pub struct RateLimiter {
     fail_closed: bool,
     trusted_proxies: Vec<IpNet>,
     metrics: Arc<Metrics>,
-    decisions: IntCounterVec,
 }
 
 impl RateLimiter {
@@ -85,37 +92,23 @@ impl RateLimiter {
             &LimitSettings::default(),
             trusted_proxies,
             metrics,
-            "",
         )
     }
 
     /// The limiter with the per-subject and login limits, over Redis when
-    /// `limits` names it; `None` when `per_second` is 0. `service` is the
-    /// metrics prefix (`user_service`).
+    /// `limits` names it; `None` when `per_second` is 0.
     pub fn with_limits(
         per_second: u32,
         limits: &LimitSettings,
         trusted_proxies: Vec<IpNet>,
         metrics: Arc<Metrics>,
-        service: &str,
     ) -> Option<Self> {
         let rate = NonZeroU32::new(per_second)?;
-        let prefix = if service.is_empty() {
-            "rate_limiter".to_owned()
-        } else {
-            service.to_owned()
-        };
         let shared = limits.redis_url.as_deref().and_then(|url| {
-            SharedLimiter::new(url, limits.redis_prefix.clone(), &metrics, &prefix)
+            SharedLimiter::new(url, limits.redis_prefix.clone(), &metrics)
                 .map_err(|e| tracing::error!(error = %e, "REDIS_URL cannot be used; limiting in-process"))
                 .ok()
         });
-        let decisions = metrics.labelled_counter(
-            &format!("{prefix}_rate_limit_decisions_total"),
-            "Rate limit checks by outcome (allowed, limited, or unavailable when failing closed) and where they were decided",
-            "decision",
-            &["redis_allowed", "redis_limited", "local_allowed", "local_limited", "unavailable"],
-        );
         Some(Self {
             buckets: keyed(rate),
             auth: NonZeroU32::new(limits.auth).map(|r| (r, keyed(r))),
@@ -125,7 +118,6 @@ impl RateLimiter {
             fail_closed: limits.fail_closed,
             trusted_proxies,
             metrics,
-            decisions,
         })
     }
 
@@ -169,7 +161,10 @@ impl RateLimiter {
                 )
             }
         };
-        self.decisions.with_label_values(&[decision]).inc();
+        self.metrics
+            .rate_limit_decisions
+            .with_label_values(&[decision])
+            .inc();
         if matches!(verdict, Err(ApiError::RateLimited { .. })) {
             self.metrics.rate_limited.inc();
         }
@@ -387,7 +382,7 @@ mod tests {
             redis_prefix: "test:".to_owned(),
             fail_closed,
         };
-        RateLimiter::with_limits(100, &settings, vec![], Arc::new(Metrics::new("t")), "t").unwrap()
+        RateLimiter::with_limits(100, &settings, vec![], Arc::new(Metrics::new("t"))).unwrap()
     }
 
     #[tokio::test]

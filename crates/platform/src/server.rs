@@ -47,14 +47,12 @@ pub struct Platform {
 impl Platform {
     /// Metric names take the service name with `_` (`user-service` -> `user_service_…`).
     pub fn new(settings: HttpSettings, shutdown: CancellationToken) -> Self {
-        let prefix = settings.service_name.replace('-', "_");
-        let metrics = Arc::new(Metrics::new(&prefix));
+        let metrics = Arc::new(Metrics::new(&settings.service_name.replace('-', "_")));
         let limiter = RateLimiter::with_limits(
             settings.rate_limit_per_second,
             &settings.limits,
             settings.trusted_proxies.clone(),
             Arc::clone(&metrics),
-            &prefix,
         )
         .map(Arc::new);
         Self {

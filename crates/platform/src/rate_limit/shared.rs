@@ -68,16 +68,11 @@ pub struct SharedLimiter {
 
 impl SharedLimiter {
     /// A limiter over `url` that connects on first use; keys start with `prefix`.
-    /// Registers `{service}_rate_limiter_fallback` (1 while Redis is away).
+    /// Reports in `{service}_rate_limiter_fallback` (1 while Redis is away).
     ///
     /// # Errors
     /// When `url` is not a Redis URL.
-    pub fn new(
-        url: &str,
-        prefix: String,
-        metrics: &Metrics,
-        service: &str,
-    ) -> redis::RedisResult<Arc<Self>> {
+    pub fn new(url: &str, prefix: String, metrics: &Metrics) -> redis::RedisResult<Arc<Self>> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CHECK_TIMEOUT))
             .set_response_timeout(Some(CHECK_TIMEOUT))
@@ -85,12 +80,6 @@ impl SharedLimiter {
             .set_max_delay(PROBE_EVERY);
         let connection =
             ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
-        let fallback = IntGauge::new(
-            format!("{service}_rate_limiter_fallback"),
-            "1 while the shared (Redis) rate limiter is unavailable and the in-process one decides",
-        )
-        .expect("valid metric");
-        metrics.register(Box::new(fallback.clone()));
         Ok(Arc::new(Self {
             connection,
             script: redis::Script::new(GCRA),
@@ -98,7 +87,7 @@ impl SharedLimiter {
             up: AtomicBool::new(true),
             next_probe_ms: AtomicU64::new(0),
             started: Instant::now(),
-            fallback,
+            fallback: metrics.rate_limiter_fallback.clone(),
         }))
     }
 
