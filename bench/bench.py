@@ -48,6 +48,14 @@ SCENARIOS = [
      "PostgreSQL", ["order-service"]),
     ("pg_get_user_unauthenticated", "GET user by id, pre-identity build, no token",
      "PostgreSQL", ["user-service"]),
+    ("pg_get_user_limiter_local", "GET user by id, in-process rate limiter on",
+     "PostgreSQL", ["user-service"]),
+    ("pg_get_user_limiter_redis", "GET user by id, Redis rate limiter on (REDIS_URL)",
+     "PostgreSQL", ["user-service"]),
+    ("pg_post_order_cache_off", "POST order, 100 users, user cache off (TTL=0)",
+     "PostgreSQL", ["user-service", "order-service"]),
+    ("pg_post_order_cache_warm", "POST order, 100 users, user cache warm",
+     "PostgreSQL", ["user-service", "order-service"]),
     ("sqlite_get_user", "GET user by id", "SQLite", ["user-service"]),
     ("sqlite_post_user", "POST user", "SQLite", ["user-service"]),
 ]
@@ -70,6 +78,10 @@ RATIOS = [
     ("get_user_token_vs_unauthenticated",
      "GET user req/s with a token ÷ the pre-identity build without one",
      ("pg_get_user", "rps"), ("pg_get_user_unauthenticated", "rps"), 0.9),
+    ("post_order_cache_warm_vs_off", "POST order req/s: user cache warm ÷ cache off (TTL=0)",
+     ("pg_post_order_cache_warm", "rps"), ("pg_post_order_cache_off", "rps"), 1.5),
+    ("get_user_redis_vs_local_limiter", "GET user req/s: Redis rate limiter ÷ in-process limiter",
+     ("pg_get_user_limiter_redis", "rps"), ("pg_get_user_limiter_local", "rps"), 0.8),
 ]
 
 
@@ -394,6 +406,12 @@ def cmd_report(a):
         ("POST order breaker-open ≥ 0.9× user-service-up",
          fmt(ratios["post_order_breaker_open_vs_up"]["median"], 2) + "×",
          ratios["post_order_breaker_open_vs_up"]["met"]),
+        ("POST order, user cache warm ≥ 1.5× cache off",
+         fmt(ratios["post_order_cache_warm_vs_off"]["median"], 2) + "×",
+         ratios["post_order_cache_warm_vs_off"]["met"]),
+        ("GET user, Redis rate limiter ≥ 0.8× in-process limiter",
+         fmt(ratios["get_user_redis_vs_local_limiter"]["median"], 2) + "×",
+         ratios["get_user_redis_vs_local_limiter"]["met"]),
         ("idle RSS < 20 MiB (each service)",
          ", ".join(f"{k} {v:.1f} MiB" for k, v in idle.items()) or "–",
          all(v < 20 for v in idle.values()) if idle else None),
