@@ -51,6 +51,14 @@ SCENARIOS = [
     ("floor_get_user", "GET user by id, floor server (bench/floor)", "PostgreSQL", ["floor"]),
     ("floor_post_user", "POST user, floor server", "PostgreSQL", ["floor"]),
     ("floor_get_order", "GET order by id, floor server (embeds user over HTTP)", "PostgreSQL", ["floor"]),
+    ("pg_get_user_limiter_local", "GET user by id, in-process rate limiter on",
+     "PostgreSQL", ["user-service"]),
+    ("pg_get_user_limiter_redis", "GET user by id, Redis rate limiter on (REDIS_URL)",
+     "PostgreSQL", ["user-service"]),
+    ("pg_post_order_cache_off", "POST order, 100 users, user cache off (TTL=0)",
+     "PostgreSQL", ["user-service", "order-service"]),
+    ("pg_post_order_cache_warm", "POST order, 100 users, user cache warm",
+     "PostgreSQL", ["user-service", "order-service"]),
     ("sqlite_get_user", "GET user by id", "SQLite", ["user-service"]),
     ("sqlite_post_user", "POST user", "SQLite", ["user-service"]),
 ]
@@ -85,6 +93,10 @@ RATIOS = [
     # Lower is better: at most 1.25.
     ("get_user_p99_vs_floor", "GET user p99 ÷ the floor server's p99 (at most)",
      ("pg_get_user", "p99_ms"), ("floor_get_user", "p99_ms"), -1.25),
+    ("post_order_cache_warm_vs_off", "POST order req/s: user cache warm ÷ cache off (TTL=0)",
+     ("pg_post_order_cache_warm", "rps"), ("pg_post_order_cache_off", "rps"), 1.5),
+    ("get_user_redis_vs_local_limiter", "GET user req/s: Redis rate limiter ÷ in-process limiter",
+     ("pg_get_user_limiter_redis", "rps"), ("pg_get_user_limiter_local", "rps"), 0.8),
 ]
 
 
@@ -494,6 +506,12 @@ def cmd_report(a):
         ("POST order breaker-open ≥ 0.9× user-service-up",
          fmt(ratios["post_order_breaker_open_vs_up"]["median"], 2) + "×",
          ratios["post_order_breaker_open_vs_up"]["met"]),
+        ("POST order, user cache warm ≥ 1.5× cache off",
+         fmt(ratios["post_order_cache_warm_vs_off"]["median"], 2) + "×",
+         ratios["post_order_cache_warm_vs_off"]["met"]),
+        ("GET user, Redis rate limiter ≥ 0.8× in-process limiter",
+         fmt(ratios["get_user_redis_vs_local_limiter"]["median"], 2) + "×",
+         ratios["get_user_redis_vs_local_limiter"]["met"]),
         ("idle RSS < 20 MiB (each service)",
          ", ".join(f"{k} {v:.1f} MiB" for k, v in idle.items()) or "–",
          all(v < 20 for v in idle.values()) if idle else None),

@@ -11,6 +11,8 @@
 #   BENCH_PGPORT=5432  BENCH_PGUSER=postgres  (PostgreSQL on 127.0.0.1, trust auth)
 #   BENCH_NATS=127.0.0.1:4222 (NATS with JetStream; a stream of the run's own, deleted at the end)
 #   BENCH_SKIP_BUILD=1 (use the binaries already built)  BENCH_KEEP_WORKDIR=1 (keep logs)
+#   BENCH_REDIS_URL=redis://127.0.0.1:6379 (the Redis rate-limiter scenario; nats-server is
+#   started by the script for the user-cache scenarios)
 #   BENCH_RESULTS_DIR=bench/results
 #
 # Each run: fresh PostgreSQL databases (random names, dropped at the end), both
@@ -87,7 +89,7 @@ ensure_wrk() {
     command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
 }
 ensure_wrk
-for tool in pgbench psql curl python3 cargo; do
+for tool in pgbench psql curl python3 cargo nats-server; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 pg_isready -q -h 127.0.0.1 -p "$PGPORT" 2>/dev/null ||
@@ -394,6 +396,43 @@ open_breaker() {
     done
 }
 
+# Many replicas (issue 16), each pair from instances of its own over this run's
+# databases, so that the scenarios above keep their settings:
+# - POST order for 100 users with order-service's user cache off
+#   (ORDER_SERVICE_USER_CACHE_TTL=0) and warm; the cache is trusted only while
+#   user events arrive, so both run with a throwaway nats-server of this run's own;
+# - GET user with the rate limiter on (a rate nothing reaches) in-process and in
+#   Redis (BENCH_REDIS_URL, default the machine's; keys under a prefix of this run).
+replica_scenarios() { # user-db order-db
+    local udb=$1 odb=$2 port variant key ttl nport extra
+    nport=$(py free-port)
+    nats-server -a 127.0.0.1 -p "$nport" -js -sd "$WORK/r$RUN-nats" >"$WORK/r$RUN-nats.log" 2>&1 &
+    PIDS[nats]=$!
+    for variant in off warm; do
+        key=order-service@cache-$variant ttl=0
+        [[ $variant == warm ]] && ttl=300
+        port=$(py free-port)
+        # shellcheck disable=SC2046
+        start_service "$key" "$port" "$ORDER_BIN" $(common_env ORDER_SERVICE "$port" "$PG_URL_BASE/$odb") \
+            "ORDER_SERVICE_USER_SERVICE_URL=${URLS[user-service@postgres]}" "ORDER_SERVICE_USER_CACHE_TTL=$ttl" \
+            "NATS_URL=nats://127.0.0.1:$nport"
+        run_wrk "pg_post_order_cache_$variant" "${URLS[$key]}" post_order.lua "user-service@postgres $key" 100
+        stop_service "$key"
+    done
+    stop_service nats
+    for variant in local redis; do
+        key=user-service@limiter-$variant extra=()
+        [[ $variant == redis ]] && extra=("REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
+            "USER_SERVICE_RATE_LIMIT_REDIS_PREFIX=bench:$DB_PREFIX:r$RUN:")
+        port=$(py free-port)
+        # shellcheck disable=SC2046
+        start_service "$key" "$port" "$USER_BIN" $(common_env USER_SERVICE "$port" "$PG_URL_BASE/$udb") \
+            "USER_SERVICE_RATE_LIMIT=1000000" "${extra[@]}"
+        run_wrk "pg_get_user_limiter_$variant" "${URLS[$key]}" get_by_id.lua "$key" "$SEED" /api/v1/users/
+        stop_service "$key"
+    done
+}
+
 # ---------------------------------------------------------------------------
 # one run
 
@@ -446,6 +485,8 @@ one_run() {
     py set "$RUN_JSON" "scenarios.pg_post_order.breaker_after=$(circuit)"
     drain_events
     stop_service "$A"
+    EXTRA=()
+    replica_scenarios "$udb" "$odb"
 
     # user-service away: the first calls fail (connection refused) and open the
     # breaker, which stays open for BREAKER_TIMEOUT s; orders are still created.

@@ -151,17 +151,21 @@ impl<S: Service> Application<S> {
     }
 
     /// Serves (and runs the background work) until the shutdown token is
-    /// cancelled, then waits for the background work and closes the pool.
+    /// cancelled, then waits for the background work and closes the pool. The
+    /// background work stops only once the server has (after the shutdown delay
+    /// and the drain), so requests served meanwhile still have it.
     ///
     /// # Errors
     /// When serving fails fatally.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let stopped = CancellationToken::new();
         let tasks: Vec<_> = self
             .background
             .into_iter()
-            .map(|task| task(self.shutdown.clone()))
+            .map(|task| task(stopped.clone()))
             .collect();
         let served = self.server.run_until_stopped().await;
+        stopped.cancel();
         self.shutdown.cancel();
         for task in tasks {
             let _ = task.await;

@@ -191,6 +191,8 @@ pub struct HttpSettings {
     pub rate_limit_per_second: u32,
     /// How often the limiter forgets clients whose bucket has refilled.
     pub rate_limit_eviction_interval: Duration,
+    /// The per-subject and login limits, and Redis when the limit is shared.
+    pub limits: crate::rate_limit::LimitSettings,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// `*` or a list of origins allowed by CORS.
@@ -203,13 +205,16 @@ pub struct HttpSettings {
     pub shutdown_grace: Duration,
     /// The standard `OTEL_*` variables (shared by every service).
     pub tracing: crate::otel::TracingSettings,
+    /// How long the server keeps accepting and serving after SIGTERM, readiness
+    /// already failing, so that load balancers stop sending before it stops listening.
+    pub shutdown_delay: Duration,
 }
 
 impl HttpSettings {
     /// Reads `PREFIX_PORT`, `PREFIX_LOG_LEVEL`, `PREFIX_RATE_LIMIT` (the contract's
     /// names) and our additions `PREFIX_HOST`, `PREFIX_TRUSTED_PROXIES`,
     /// `PREFIX_CORS_ALLOWED_ORIGINS`, `PREFIX_REQUEST_TIMEOUT`, `PREFIX_SHUTDOWN_TIMEOUT`,
-    /// `PREFIX_HEADER_READ_TIMEOUT`, `PREFIX_RATE_LIMIT_EVICTION_INTERVAL`.
+    /// `PREFIX_HEADER_READ_TIMEOUT`, `PREFIX_RATE_LIMIT_EVICTION_INTERVAL`, `PREFIX_SHUTDOWN_DELAY`.
     pub fn from_env(
         env: &Env<'_>,
         service_name: &'static str,
@@ -231,6 +236,7 @@ impl HttpSettings {
                 "RATE_LIMIT_EVICTION_INTERVAL",
                 30.0,
             )?,
+            limits: crate::rate_limit::LimitSettings::from_env(env, service_name)?,
             trusted_proxies: parse_networks(env, "TRUSTED_PROXIES")?,
             cors_allowed_origins: env
                 .raw("CORS_ALLOWED_ORIGINS")
@@ -243,6 +249,7 @@ impl HttpSettings {
             header_read_timeout: positive_seconds(env, "HEADER_READ_TIMEOUT", 10.0)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_TIMEOUT", 30)?,
             tracing: crate::otel::TracingSettings::from_lookup(env.lookup)?,
+            shutdown_delay: env.fractional_seconds_or("SHUTDOWN_DELAY", 0.0)?,
         })
     }
 }
@@ -291,6 +298,7 @@ mod tests {
         assert_eq!(settings.rate_limit_per_second, 100);
         assert_eq!(settings.log_level, "info");
         assert_eq!(settings.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(settings.shutdown_delay, Duration::ZERO);
         assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
         assert_eq!(
             settings.rate_limit_eviction_interval,

@@ -100,15 +100,29 @@ impl<T: Serialize> ApiResponse<T> {
     }
 }
 
-impl<T: Serialize> IntoResponse for ApiResponse<T> {
-    fn into_response(self) -> Response {
-        let envelope = Envelope {
+impl<T: Serialize> ApiResponse<T> {
+    /// The status and the exact bytes [`IntoResponse`] sends (an idempotency
+    /// key keeps them for replay).
+    pub fn to_bytes(&self) -> (StatusCode, Vec<u8>) {
+        (
+            self.status,
+            json_bytes(&self.envelope()).unwrap_or_default(),
+        )
+    }
+
+    fn envelope(&self) -> Envelope<'_, T> {
+        Envelope {
             success: true,
             data: Some(&self.data),
             error: None,
             meta: self.meta.as_ref(),
-        };
-        json_response(self.status, &envelope)
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiResponse<T> {
+    fn into_response(self) -> Response {
+        json_response(self.status, &self.envelope())
     }
 }
 
@@ -152,6 +166,10 @@ pub enum ApiError {
     /// 415 UNSUPPORTED_MEDIA_TYPE
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 422 UNPROCESSABLE_ENTITY: well-formed, but cannot be done as asked (an
+    /// `Idempotency-Key` reused for a different request).
+    #[error("{0}")]
+    UnprocessableEntity(String),
     /// 429 RATE_LIMIT_EXCEEDED, with a `Retry-After` header.
     #[error("rate limit exceeded, retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -196,6 +214,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnprocessableEntity(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceUnavailable(_) | Self::Database(DbError::Unavailable(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -216,6 +235,7 @@ impl ApiError {
             Self::Conflict(_) => "CONFLICT",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            Self::UnprocessableEntity(_) => "UNPROCESSABLE_ENTITY",
             Self::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
             Self::ServiceUnavailable(_) | Self::Database(DbError::Unavailable(_)) => {
                 "SERVICE_UNAVAILABLE"
@@ -293,14 +313,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+/// The JSON document, with a newline at the end as shells and line-based tools expect.
+fn json_bytes<T: Serialize>(body: &T) -> Option<Vec<u8>> {
     let mut bytes = Vec::with_capacity(128);
     if let Err(err) = serde_json::to_writer(&mut bytes, body) {
         tracing::error!(error = %err, "response serialization failed");
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        return None;
     }
-    // A newline ends the document, as shells and line-based tools expect.
     bytes.push(b'\n');
+    Some(bytes)
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let Some(bytes) = json_bytes(body) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     let content_type = [(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -30,12 +30,17 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     /// Client IPs the rate limiter currently tracks.
     pub rate_limiter_clients: IntGauge,
+    /// Rate limit checks by `decision` (where decided, and how).
+    pub rate_limit_decisions: IntCounterVec,
+    /// 1 while the shared (Redis) limiter is away and the in-process one decides.
+    pub rate_limiter_fallback: IntGauge,
 }
 
 impl Metrics {
     /// Registers `{prefix}_requests_total`, `{prefix}_request_duration_seconds`,
     /// `{prefix}_errors_total`, `{prefix}_requests_in_flight`,
-    /// `{prefix}_rate_limited_total` and `{prefix}_rate_limiter_clients`.
+    /// `{prefix}_rate_limited_total`, `{prefix}_rate_limiter_clients`,
+    /// `{prefix}_rate_limit_decisions_total` and `{prefix}_rate_limiter_fallback`.
     pub fn new(prefix: &str) -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
@@ -78,6 +83,20 @@ impl Metrics {
             "Client IPs tracked by the rate limiter",
         )
         .expect("valid metric");
+        let rate_limit_decisions = IntCounterVec::new(
+            Opts::new(
+                format!("{prefix}_rate_limit_decisions_total"),
+                "Rate limit checks by decision: allowed or limited, by Redis or in-process; \
+                 unavailable when Redis is away and the limiter fails closed",
+            ),
+            &["decision"],
+        )
+        .expect("valid metric");
+        let rate_limiter_fallback = IntGauge::new(
+            format!("{prefix}_rate_limiter_fallback"),
+            "1 while the shared (Redis) rate limiter is unavailable and the in-process one decides",
+        )
+        .expect("valid metric");
         let metrics = Self {
             registry,
             requests,
@@ -86,6 +105,8 @@ impl Metrics {
             in_flight,
             rate_limited,
             rate_limiter_clients,
+            rate_limit_decisions,
+            rate_limiter_fallback,
         };
         metrics.register(Box::new(metrics.requests.clone()));
         metrics.register(Box::new(metrics.duration.clone()));
@@ -93,9 +114,14 @@ impl Metrics {
         metrics.register(Box::new(metrics.in_flight.clone()));
         metrics.register(Box::new(metrics.rate_limited.clone()));
         metrics.register(Box::new(metrics.rate_limiter_clients.clone()));
+        metrics.register(Box::new(metrics.rate_limit_decisions.clone()));
+        metrics.register(Box::new(metrics.rate_limiter_fallback.clone()));
         // Known label values exist from the start, so `rate()` sees the first one.
         for kind in ["client_error", "server_error"] {
             metrics.errors.with_label_values(&[kind]);
+        }
+        for decision in crate::rate_limit::DECISIONS {
+            metrics.rate_limit_decisions.with_label_values(&[decision]);
         }
         metrics
     }

@@ -48,8 +48,9 @@ impl Platform {
     /// Metric names take the service name with `_` (`user-service` -> `user_service_…`).
     pub fn new(settings: HttpSettings, shutdown: CancellationToken) -> Self {
         let metrics = Arc::new(Metrics::new(&settings.service_name.replace('-', "_")));
-        let limiter = RateLimiter::new(
+        let limiter = RateLimiter::with_limits(
             settings.rate_limit_per_second,
+            &settings.limits,
             settings.trusted_proxies.clone(),
             Arc::clone(&metrics),
         )
@@ -244,15 +245,17 @@ impl Server {
         );
         let http = http1_builder(settings.header_read_timeout);
         let connections = GracefulShutdown::new();
+        let stop_accepting = shutdown_delay(&shutdown, settings);
+        tokio::pin!(stop_accepting);
         loop {
             // axum's `Listener::accept` retries transient accept errors (and backs
             // off when out of file descriptors), as `axum::serve` does.
             let (stream, peer) = tokio::select! {
                 accepted = Listener::accept(&mut listener) => accepted,
-                () = shutdown.cancelled() => break,
+                () = &mut stop_accepting => break,
             };
-            let connection =
-                http.serve_connection(TokioIo::new(stream), with_peer(app.clone(), peer));
+            let service = with_peer(app.clone(), peer, shutdown.clone());
+            let connection = http.serve_connection(TokioIo::new(stream), service);
             let connection = connections.watch(connection);
             tokio::spawn(async move {
                 // Client disconnects and header timeouts end up here; under attack
@@ -276,6 +279,23 @@ impl Server {
     }
 }
 
+/// Resolves `delay` after the shutdown signal. Readiness fails at the signal, and
+/// until this resolves the server keeps accepting and serving (each answer with
+/// `Connection: close`), so that load balancers stop sending before the listener
+/// closes: a connection accepted or queued in the backlog after that would be
+/// closed before its request is read.
+async fn shutdown_delay(shutdown: &CancellationToken, settings: &HttpSettings) {
+    shutdown.cancelled().await;
+    if !settings.shutdown_delay.is_zero() {
+        tracing::info!(
+            service = settings.service_name,
+            delay_ms = settings.shutdown_delay.as_millis() as u64,
+            "draining: not ready, still serving new connections until the shutdown delay ends"
+        );
+        tokio::time::sleep(settings.shutdown_delay).await;
+    }
+}
+
 /// HTTP/1 with a deadline for the request head. hyper starts the clock when it
 /// begins reading a head, so idle keep-alive connections are closed after the same
 /// time; on expiry hyper closes the connection without an answer.
@@ -288,10 +308,12 @@ fn http1_builder(header_read_timeout: Duration) -> http1::Builder {
 }
 
 /// The app as a hyper service for one connection, with the peer address where
-/// `ConnectInfo` (the rate limiter) looks for it.
+/// `ConnectInfo` (the rate limiter) looks for it. Once shutdown has begun, every
+/// answer says `Connection: close`, so that keep-alive clients reconnect elsewhere.
 fn with_peer(
     app: Router,
     peer: SocketAddr,
+    draining: CancellationToken,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = Response,
@@ -300,7 +322,17 @@ fn with_peer(
 > + Clone {
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(request.map(Body::new))
+        let answer = app.clone().oneshot(request.map(Body::new));
+        let draining = draining.clone();
+        async move {
+            let mut response = answer.await?;
+            if draining.is_cancelled() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        }
     })
 }
 

@@ -40,6 +40,7 @@ pub struct OrderSettings {
     pub verifier: OrderVerifierSettings,
     pub auth: AuthSettings,
     pub events: platform::events::EventSettings,
+    pub user_cache: crate::user_cache::UserCacheSettings,
 }
 
 /// How order-service checks tokens and proves itself to user-service.
@@ -102,6 +103,7 @@ impl OrderSettings {
             user_service_url,
             user_service_timeout: env.millis_or("USER_SERVICE_TIMEOUT_MS", 2000)?,
             events: platform::events::EventSettings::from_env(&env.with_prefix(""))?,
+            user_cache: crate::user_cache::UserCacheSettings::from_env(env)?,
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod routes;
 pub mod service;
 pub mod service_token;
 pub mod store;
+pub mod user_cache;
 pub mod user_client;
 pub mod verify;
 
@@ -23,11 +24,13 @@ use platform::app::{BackgroundTask, Composition, Service};
 use platform::auth::{Verifier as TokenVerifier, failure_counter};
 use platform::config::{ConfigError, Env};
 use platform::db::{Database, Migrations};
+use platform::events::broadcast::{self, Liveness};
 use platform::events::relay::{self, OutboxMetrics};
 use platform::events::{Handler, consumer};
 use platform::server::Platform;
 use routes::AppState;
 use service_token::ServiceToken;
+use user_cache::UserCache;
 use user_client::UserClient;
 use verify::Verifier;
 
@@ -51,6 +54,7 @@ impl Service for OrderService {
         "20261124000001_create_orders.sql",
         "20261203000001_identity.sql",
         "20261203000002_outbox.sql",
+        "20261206000001_idempotency_keys.sql",
         "20261215000001_outbox_trace_context.sql",
     ];
 
@@ -67,13 +71,15 @@ impl Service for OrderService {
             &config.user_service_url,
             config.auth.service.clone(),
         ));
+        let (cache, follow_users) = user_cache(&config, platform);
         let users = UserClient::new(
             &config.user_service_url,
             config.user_service_timeout,
             &config.breaker,
             Arc::clone(&token),
             &platform.metrics,
-        );
+        )
+        .with_cache(cache);
         let tokens = Arc::new(TokenVerifier::with_jwks(
             config.auth.verifier.clone(),
             config.auth.jwks.url.clone(),
@@ -81,7 +87,8 @@ impl Service for OrderService {
             failure_counter(&platform.metrics, Self::NAME),
         ));
         tracing::info!(user_service = %config.user_service_url, jwks = %config.auth.jwks.url, "order-service configured");
-        let background = background_work(&config, &db, &users, &tokens, platform);
+        let mut background = background_work(&config, &db, &users, &tokens, platform);
+        background.extend(follow_users);
         let breaker = users.clone();
         Composition {
             api: routes::router(AppState { db, users }).layer(tokens.layer()),
@@ -95,6 +102,41 @@ impl Service for OrderService {
             background,
         }
     }
+}
+
+/// The user cache, and the subscription to user events that keeps it honest
+/// (every replica its own). Off with a zero TTL, and without an event bus.
+fn user_cache(
+    config: &OrderSettings,
+    platform: &Platform,
+) -> (Arc<UserCache>, Option<BackgroundTask>) {
+    let settings = &config.user_cache;
+    let has_bus = config.events.nats_url.is_some() || config.events.in_process.is_some();
+    if !settings.enabled() || !has_bus {
+        if settings.enabled() {
+            tracing::info!("user cache off: no event bus (NATS_URL) to invalidate it");
+        }
+        return (Arc::new(UserCache::disabled()), None);
+    }
+    let liveness = Liveness::default();
+    let cache = Arc::new(UserCache::new(
+        settings,
+        liveness.clone(),
+        &platform.metrics,
+    ));
+    let listener = Arc::clone(&cache);
+    let follow = broadcast::subscribe_all(
+        &config.events,
+        "events.users.*",
+        liveness,
+        Arc::new(move |event| listener.on_event(event)),
+    );
+    tracing::info!(
+        ttl_ms = settings.ttl.as_millis() as u64,
+        capacity = settings.capacity,
+        "user cache on"
+    );
+    (cache, follow)
 }
 
 /// What runs beside the API: the re-verification of unverified orders, the
@@ -117,6 +159,7 @@ fn background_work(
     let refresh_every = config.auth.jwks.refresh_interval;
     let outbox = OutboxMetrics::register(&platform.metrics, OrderService::NAME);
     let mut work: Vec<BackgroundTask> = vec![
+        platform::idempotency::prune_task(db.clone()),
         Box::new(move |shutdown| verifier.spawn(shutdown)),
         Box::new(move |shutdown| refresher.spawn_refresh(refresh_every, shutdown)),
         relay::task(

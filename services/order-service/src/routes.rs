@@ -7,7 +7,8 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{post, put};
 use platform::db::Database;
 
 use crate::error::OrderError;
@@ -15,11 +16,12 @@ use crate::model::{
     CreateOrderRequest, Order, OrderFilter, OrderResponse, OrderStatus, OrderWithUser,
     UpdateOrderRequest, UserId,
 };
-use crate::service::{embedded_user, place_order};
+use crate::service::{embedded_user, order_created, place_order};
 use crate::store;
 use crate::user_client::UserClient;
 use platform::auth::Role;
 use platform::events::Origin;
+use platform::idempotency::{self, Idempotency, IdempotencyHeader, StoredAnswer};
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
 use platform::pagination::PageQuery;
 use platform::{ApiError, ApiJson, ApiResponse, ApiResult, Caller, ListQuery, PathId, RequestId};
@@ -51,11 +53,18 @@ pub struct AppState {
 
 /// The order API routes, without the platform's middleware.
 pub fn router(state: AppState) -> Router {
+    let keyed = || from_fn_with_state(state.db.clone(), idempotency::enforce);
     Router::new()
-        .route("/api/v1/orders", post(create_order).get(list_orders))
+        .route(
+            "/api/v1/orders",
+            post(create_order).layer(keyed()).get(list_orders),
+        )
         .route(
             "/api/v1/orders/{id}",
-            get(get_order).put(update_order).delete(delete_order),
+            put(update_order)
+                .layer(keyed())
+                .get(get_order)
+                .delete(delete_order),
         )
         .with_state(state)
 }
@@ -107,9 +116,13 @@ fn buyer(caller: &Caller, asked: Option<UserId>) -> Result<i64, ApiError> {
 /// If user-service cannot answer, the order is still created with `user: null`
 /// and `user_verified: false`.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CreateOrderRequest,
+    params(IdempotencyHeader),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created (user embedded, or null when unverified)", body = DataEnvelope<OrderWithUser>),
+        (status = 201, description = "Created (user embedded, or null when unverified); with `Idempotent-Replayed: true`, the answer to the first request with this Idempotency-Key", body = DataEnvelope<OrderWithUser>,
+            headers(("Idempotent-Replayed" = String, description = "`true` when the answer is a replay"))),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = ErrorEnvelope),
+        (status = 422, description = "This Idempotency-Key was used for a different request", body = ErrorEnvelope),
         (status = 400, description = "Malformed JSON, a field breaks a rule, or the user is not active", body = ErrorEnvelope),
         (status = 403, description = "A user naming another user_id, a client naming none, or a token of neither a user nor an admin", body = ErrorEnvelope),
         (status = 404, description = "The user does not exist", body = ErrorEnvelope),
@@ -118,20 +131,26 @@ async fn create_order(
     State(state): State<AppState>,
     caller: Caller,
     RequestId(request_id): RequestId,
+    idempotency: Idempotency,
     ApiJson(request): ApiJson<CreateOrderRequest>,
 ) -> ApiResult<OrderWithUser> {
     let user_id = buyer(&caller, request.user_id)?;
     let origin = Origin::request(Some(&caller), request_id);
-    let (order, user) = place_order(&state.db, &state.users, &request, user_id, &origin).await?;
+    let (order, user) = place_order(
+        &state.db,
+        &state.users,
+        &request,
+        user_id,
+        &origin,
+        &idempotency,
+    )
+    .await?;
     tracing::info!(
         order_id = order.id,
         verified = order.user_verified,
         "order created"
     );
-    Ok(ApiResponse::created(OrderWithUser {
-        order: order.into(),
-        user,
-    }))
+    Ok(order_created(&order, user))
 }
 
 /// Get a live order with its user (`null` when user-service cannot say).
@@ -193,20 +212,23 @@ async fn list_orders(
 /// cancelled; confirmed -> shipped | cancelled; shipped -> delivered. Setting the
 /// current status again is a no-op.
 #[utoipa::path(put, path = "/api/v1/orders/{id}", tag = "orders", request_body = UpdateOrderRequest,
-    params(("id" = i64, Path, minimum = 1, description = "Order id")),
+    params(("id" = i64, Path, minimum = 1, description = "Order id"), IdempotencyHeader),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The updated order", body = DataEnvelope<OrderResponse>),
+        (status = 200, description = "The updated order; with `Idempotent-Replayed: true`, the answer to the first request with this Idempotency-Key", body = DataEnvelope<OrderResponse>,
+            headers(("Idempotent-Replayed" = String, description = "`true` when the answer is a replay"))),
+        (status = 422, description = "This Idempotency-Key was used for a different request", body = ErrorEnvelope),
         (status = 400, description = "Bad id, malformed JSON or unknown status", body = ErrorEnvelope),
         (status = 403, description = "A user asked for a status other than cancelled", body = ErrorEnvelope),
         (status = 404, description = "No live order has this id (or it is not the caller's)", body = ErrorEnvelope),
-        (status = 409, description = "The state machine forbids this change (both statuses named)", body = ErrorEnvelope),
+        (status = 409, description = "The state machine forbids this change (both statuses named), or a request with this Idempotency-Key is still running", body = ErrorEnvelope),
     ))]
 async fn update_order(
     State(state): State<AppState>,
     caller: Caller,
     RequestId(request_id): RequestId,
     PathId(id): PathId,
+    idempotency: Idempotency,
     ApiJson(request): ApiJson<UpdateOrderRequest>,
 ) -> ApiResult<OrderResponse> {
     require_customer_or_admin(&caller)?;
@@ -219,9 +241,13 @@ async fn update_order(
         }
     }
     let origin = Origin::request(Some(&caller), request_id);
-    let order = store::change_status(&state.db, id, request.status, &origin).await?;
+    let answer = |order: &Order| ApiResponse::ok(OrderResponse::from(order.clone()));
+    let stored = |order: &Order| StoredAnswer::of(&answer(order));
+    let recorder = idempotency.recorder(&stored);
+    let order =
+        store::change_status(&state.db, id, request.status, &origin, recorder.as_ref()).await?;
     tracing::info!(order_id = id, status = %order.status, "order status set");
-    Ok(ApiResponse::ok(order.into()))
+    Ok(answer(&order))
 }
 
 /// Soft-delete an order (admins only).

@@ -1,12 +1,22 @@
 //! Order creation and reading, where the order store and user-service meet.
 
+use platform::ApiResponse;
 use platform::db::Database;
 use platform::events::{Event, Origin};
+use platform::idempotency::{Idempotency, StoredAnswer};
 
 use crate::error::OrderError;
-use crate::model::{CreateOrderRequest, Order};
+use crate::model::{CreateOrderRequest, Order, OrderWithUser};
 use crate::store;
 use crate::user_client::{RemoteUser, UserClient, UserLookup};
+
+/// The answer to a created order.
+pub fn order_created(order: &Order, user: Option<RemoteUser>) -> ApiResponse<OrderWithUser> {
+    ApiResponse::created(OrderWithUser {
+        order: order.clone().into(),
+        user,
+    })
+}
 
 /// Creates an order for an existing, active user. When user-service cannot say
 /// (down, failing, slow, circuit open) the order is still taken, marked unverified,
@@ -21,21 +31,31 @@ pub async fn place_order(
     request: &CreateOrderRequest,
     user_id: i64,
     origin: &Origin,
+    idempotency: &Idempotency,
 ) -> Result<(Order, Option<RemoteUser>), OrderError> {
-    match users.get_user(user_id, origin.request_id.clone()).await {
-        Ok(UserLookup::Found(user)) if user.active => {
-            let order = store::insert(db, request, user_id, true, origin).await?;
-            Ok((order, Some(user)))
-        }
-        Ok(UserLookup::Found(_)) => Err(OrderError::UserNotActive),
-        Ok(UserLookup::NotFound) => Err(OrderError::UserNotFound),
-        Err(err) => {
-            let order = store::insert(db, request, user_id, false, origin).await?;
-            tracing::warn!(order_id = order.id, user_id, error = %err,
-                "user-service unavailable; order accepted unverified");
-            Ok((order, None))
-        }
+    let user = match users.get_user(user_id, origin.request_id.clone()).await {
+        Ok(UserLookup::Found(user)) if user.active => Ok(Some(user)),
+        Ok(UserLookup::Found(_)) => return Err(OrderError::UserNotActive),
+        Ok(UserLookup::NotFound) => return Err(OrderError::UserNotFound),
+        Err(err) => Err(err),
+    };
+    let embedded = user.as_ref().ok().cloned().flatten();
+    let answer = |order: &Order| StoredAnswer::of(&order_created(order, embedded.clone()));
+    let recorder = idempotency.recorder(&answer);
+    let order = store::insert(
+        db,
+        request,
+        user_id,
+        user.is_ok(),
+        origin,
+        recorder.as_ref(),
+    )
+    .await?;
+    if let Err(err) = user {
+        tracing::warn!(order_id = order.id, user_id, error = %err,
+            "user-service unavailable; order accepted unverified");
     }
+    Ok((order, embedded))
 }
 
 /// The user to embed in an order answer: `None` when it does not exist (any more)

@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use platform::PageRequest;
 use platform::db::{Database, DbError, SqlParam, now};
 use platform::events::{Event, Origin, outbox};
+use platform::idempotency::Recorder;
 use platform::pagination::{Filter, fetch_page};
 use serde_json::json;
 
@@ -78,15 +79,17 @@ static REJECT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Inserts a pending order for `user_id` and its `order.created` event in one
-/// transaction; `user_verified` records whether user-service vouched for the
-/// user, `created_by` is the origin's subject.
-#[tracing::instrument(level = "debug", skip(db, request, origin))]
+/// transaction (with the answer to an idempotent request, when `recorder` is
+/// given); `user_verified` records whether user-service vouched for the user,
+/// `created_by` is the origin's subject.
+#[tracing::instrument(level = "debug", skip(db, request, origin, recorder))]
 pub async fn insert(
     db: &Database,
     request: &CreateOrderRequest,
     user_id: i64,
     user_verified: bool,
     origin: &Origin,
+    recorder: Option<&Recorder<'_, Order>>,
 ) -> Result<Order, DbError> {
     let product_id: &String = &request.product_id;
     let created_by = origin.subject();
@@ -105,6 +108,9 @@ pub async fn insert(
     let order = Order::from_row(&row)?;
     let event = origin.event("order.created", order.resource(), order.event_payload());
     outbox::record(&mut transaction, &event).await?;
+    if let Some(recorder) = recorder {
+        recorder.record(&mut transaction, &order).await?;
+    }
     transaction.commit().await?;
     Ok(order)
 }
@@ -155,13 +161,15 @@ pub async fn list(
 /// Moves an order to `next` if the state machine allows it from its current status.
 ///
 /// The write is conditional on the status it was read with, so of two concurrent
-/// updates only one can win; the loser gets 409 naming both statuses.
-#[tracing::instrument(level = "debug", skip(db, origin))]
+/// updates only one can win; the loser gets 409 naming both statuses. An
+/// idempotent request's answer is recorded with the change (`recorder`).
+#[tracing::instrument(level = "debug", skip(db, origin, recorder))]
 pub async fn change_status(
     db: &Database,
     id: i64,
     next: OrderStatus,
     origin: &Origin,
+    recorder: Option<&Recorder<'_, Order>>,
 ) -> Result<Order, OrderError> {
     let current = find(db, id).await?;
     if current.status == next {
@@ -186,6 +194,9 @@ pub async fn change_status(
         let order = Order::from_row(&row)?;
         let event = status_changed(origin, &order, current.status, None);
         outbox::record(&mut transaction, &event).await?;
+        if let Some(recorder) = recorder {
+            recorder.record(&mut transaction, &order).await?;
+        }
         transaction.commit().await?;
         return Ok(order);
     }
@@ -350,7 +361,7 @@ mod tests {
         async fn the_column_list_is_the_table_and_from_row_reads_it_back(backend) {
             let body = r#"{"user_id":7,"product_id":"P-1","quantity":3,"total_price":12.34}"#;
             let (_database, db, request) = database_and(backend, body).await;
-            let order = insert(&db, &request, 7, false, &Origin::system()).await.unwrap();
+            let order = insert(&db, &request, 7, false, &Origin::system(), None).await.unwrap();
             platform::testing::assert_column_list(&db, "orders", order.id, Order::COLUMNS).await;
             assert_eq!(find(&db, order.id).await.unwrap(), order, "from_row reads back what was stored");
             assert_eq!((order.total_price_cents, order.quantity), (1234, 3));
@@ -360,8 +371,8 @@ mod tests {
         async fn a_rejected_batch_is_written_in_one_transaction(backend) {
             let body = r#"{"user_id":7,"product_id":"P-1","quantity":1,"total_price":1}"#;
             let (_database, db, request) = database_and(backend, body).await;
-            let first = insert(&db, &request, 7, false, &Origin::system()).await.unwrap();
-            let second = insert(&db, &request, 7, false, &Origin::system()).await.unwrap();
+            let first = insert(&db, &request, 7, false, &Origin::system(), None).await.unwrap();
+            let second = insert(&db, &request, 7, false, &Origin::system(), None).await.unwrap();
             let cancelled = reject_unverified(&db, &[first.id, second.id], "user not found").await.unwrap();
             assert_eq!(cancelled, 2);
             for id in [first.id, second.id] {

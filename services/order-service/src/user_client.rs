@@ -31,6 +31,7 @@ use tracing::Instrument;
 use crate::breaker::breaker_layer;
 use crate::config::BreakerSettings;
 use crate::service_token::ServiceToken;
+use crate::user_cache::UserCache;
 use platform::metrics::Metrics;
 
 /// The user fields an order needs, as user-service answers them.
@@ -213,6 +214,7 @@ impl HttpUserLookup {
 pub struct UserClient {
     breaker: CircuitBreaker<LookupService, DefaultClassifier>,
     calls: IntCounterVec,
+    cache: Arc<UserCache>,
 }
 
 impl UserClient {
@@ -246,15 +248,40 @@ impl UserClient {
         Self {
             breaker: layer.layer_fn(HttpUserLookup::new(base_url, timeout, token).into_service()),
             calls,
+            cache: Arc::new(UserCache::disabled()),
         }
     }
 
-    /// Asks user-service for a user, through the breaker.
+    /// Serves found users from `cache` first, and fills it with user-service's answers.
+    #[must_use]
+    pub fn with_cache(mut self, cache: Arc<UserCache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The user from the cache, else from user-service through the breaker.
     ///
     /// # Errors
     /// A [`UserServiceError`] when user-service cannot answer or the circuit is open.
     #[tracing::instrument(level = "debug", skip(self, request_id))]
     pub async fn get_user(
+        &self,
+        user_id: i64,
+        request_id: Option<String>,
+    ) -> Result<UserLookup, UserServiceError> {
+        if let Some(user) = self.cache.get(user_id) {
+            return Ok(UserLookup::Found(user));
+        }
+        let ticket = self.cache.ticket();
+        let result = self.ask(user_id, request_id).await;
+        if let (Some(ticket), Ok(UserLookup::Found(user))) = (ticket, &result) {
+            self.cache.store(ticket, user);
+        }
+        result
+    }
+
+    /// Asks user-service for a user, through the breaker.
+    async fn ask(
         &self,
         user_id: i64,
         request_id: Option<String>,

@@ -67,6 +67,7 @@ impl Service for UserService {
         "20261124000001_create_users.sql",
         "20261203000001_identity.sql",
         "20261203000002_outbox.sql",
+        "20261206000001_idempotency_keys.sql",
         "20261215000001_outbox_trace_context.sql",
     ];
 
@@ -108,7 +109,10 @@ impl Service for UserService {
             })
             .layer(verifier.layer()),
             health_info: None,
-            background: vec![relay::task(db, settings.events, outbox, Self::NAME)],
+            background: vec![
+                platform::idempotency::prune_task(db.clone()),
+                relay::task(db, settings.events, outbox, Self::NAME),
+            ],
         }
     }
 }

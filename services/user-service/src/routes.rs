@@ -7,6 +7,7 @@
 
 use axum::Router;
 use axum::extract::State;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use platform::auth::Role;
 use platform::db::Database;
@@ -14,9 +15,12 @@ use platform::db::Database;
 use crate::AppState;
 use crate::auth;
 use crate::error::UserError;
-use crate::model::{CreateUserRequest, UpdateUserRequest, UserFilter, UserResponse, UserRole};
+use crate::model::{
+    CreateUserRequest, UpdateUserRequest, User, UserFilter, UserResponse, UserRole,
+};
 use crate::store;
 use platform::events::Origin;
+use platform::idempotency::{self, Idempotency, IdempotencyHeader, StoredAnswer};
 use platform::openapi::{DataEnvelope, Deleted, ErrorEnvelope, PageEnvelope};
 use platform::pagination::PageQuery;
 use platform::{ApiError, ApiJson, ApiResponse, ApiResult, Caller, ListQuery, PathId, RequestId};
@@ -43,7 +47,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The user and token routes, without the platform's middleware.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/users", post(create_user).get(list_users))
+        .route(
+            "/api/v1/users",
+            post(create_user)
+                .layer(from_fn_with_state(state.db.clone(), idempotency::enforce))
+                .get(list_users),
+        )
         .route(
             "/api/v1/users/{id}",
             get(get_user).put(update_user).delete(delete_user),
@@ -75,17 +84,21 @@ fn require_self_or_admin(caller: &Caller, id: i64) -> Result<(), ApiError> {
 /// Create a user: without a token, self-registration (password required, role
 /// `user`); with an admin token, any user (password optional).
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
+    params(IdempotencyHeader),
     security((), ("bearer" = [])),
     responses(
-        (status = 201, description = "Created", body = DataEnvelope<UserResponse>),
-        (status = 400, description = "Malformed JSON or a field breaks a rule (named in the message and details)", body = ErrorEnvelope),
+        (status = 201, description = "Created (or, with `Idempotent-Replayed: true`, the answer to the first request with this Idempotency-Key)", body = DataEnvelope<UserResponse>,
+            headers(("Idempotent-Replayed" = String, description = "`true` when the answer is a replay"))),
+        (status = 400, description = "Malformed JSON, a field breaks a rule (named in the message and details), or a malformed Idempotency-Key", body = ErrorEnvelope),
         (status = 403, description = "A token other than an admin's, or `role` set without one", body = ErrorEnvelope),
-        (status = 409, description = "A live user already has this email", body = ErrorEnvelope),
+        (status = 409, description = "A live user already has this email, or a request with this Idempotency-Key is still running", body = ErrorEnvelope),
+        (status = 422, description = "This Idempotency-Key was used for a different request", body = ErrorEnvelope),
     ))]
 async fn create_user(
     State(state): State<AppState>,
     caller: Option<Caller>,
     RequestId(request_id): RequestId,
+    idempotency: Idempotency,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> ApiResult<UserResponse> {
     match &caller {
@@ -112,9 +125,19 @@ async fn create_user(
         None => None,
     };
     let origin = Origin::request(caller.as_ref(), request_id);
-    let user = store::insert(&state.db, &request, password_hash, &origin).await?;
+    let answer = |user: &User| ApiResponse::created(UserResponse::from(user.clone()));
+    let stored = |user: &User| StoredAnswer::of(&answer(user));
+    let recorder = idempotency.recorder(&stored);
+    let user = store::insert(
+        &state.db,
+        &request,
+        password_hash,
+        &origin,
+        recorder.as_ref(),
+    )
+    .await?;
     tracing::info!(user_id = user.id, "user created");
-    Ok(ApiResponse::created(user.into()))
+    Ok(answer(&user))
 }
 
 /// Get a live user by id: the user itself, a service or an admin.

@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use platform::PageRequest;
 use platform::db::{Database, SqlParam, now};
 use platform::events::{Origin, outbox};
+use platform::idempotency::Recorder;
 use platform::pagination::{Filter, fetch_page};
 
 use crate::error::UserError;
@@ -68,6 +69,7 @@ pub async fn insert(
     request: &CreateUserRequest,
     password_hash: Option<String>,
     origin: &Origin,
+    recorder: Option<&Recorder<'_, User>>,
 ) -> Result<User, UserError> {
     let created_by = origin.subject();
     let email: &String = &request.email;
@@ -95,6 +97,9 @@ pub async fn insert(
     let user = User::from_row(&row)?;
     let event = origin.event("user.created", user.resource(), user.event_payload());
     outbox::record(&mut transaction, &event).await?;
+    if let Some(recorder) = recorder {
+        recorder.record(&mut transaction, &user).await?;
+    }
     transaction.commit().await?;
     Ok(user)
 }
@@ -267,7 +272,7 @@ mod tests {
         let database = TestDatabase::create(backend).await;
         let db = platform::testing::migrated::<crate::UserService>(&database.url).await;
         let request: CreateUserRequest = platform::body::parse_json(body.as_bytes()).unwrap();
-        let user = insert(&db, &request, None, &Origin::system())
+        let user = insert(&db, &request, None, &Origin::system(), None)
             .await
             .unwrap();
         (database, db, user)

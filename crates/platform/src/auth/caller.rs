@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 
 use super::verifier::Verifier;
 use crate::error::ApiError;
+use crate::rate_limit::{Bucket, SubjectCharged, SubjectLimit};
 
 /// The roles this system gives rights to; others in a token are ignored.
 #[derive(
@@ -129,7 +130,7 @@ fn verifier(parts: &Parts) -> Result<Arc<Verifier>, ApiError> {
         })
 }
 
-async fn authenticate(parts: &Parts) -> Result<Option<Caller>, ApiError> {
+async fn authenticate(parts: &mut Parts) -> Result<Option<Caller>, ApiError> {
     let token = match bearer_token(parts) {
         Ok(Some(token)) => token,
         Ok(None) => return Ok(None),
@@ -143,7 +144,20 @@ async fn authenticate(parts: &Parts) -> Result<Option<Caller>, ApiError> {
     let caller = verifier(parts)?.verify(token).await?;
     // The request's log line names who asked (never the token).
     tracing::Span::current().record("sub", caller.subject());
+    charge_subject(parts, &caller).await?;
     Ok(Some(caller))
+}
+
+/// Takes a token from the caller's own bucket, once per request, when the
+/// service limits per subject.
+async fn charge_subject(parts: &mut Parts, caller: &Caller) -> Result<(), ApiError> {
+    let Some(SubjectLimit(limiter)) = parts.extensions.get::<SubjectLimit>().cloned() else {
+        return Ok(());
+    };
+    if parts.extensions.insert(SubjectCharged).is_some() {
+        return Ok(());
+    }
+    limiter.admit(Bucket::Subject, caller.subject()).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -7,6 +7,7 @@
 //! the same outbox and relay ([`bus::InProcessBus`]), so nothing is lost there
 //! either; a service run alone without `NATS_URL` keeps them in its outbox.
 
+pub mod broadcast;
 pub mod bus;
 pub mod consumer;
 pub mod outbox;

@@ -12,6 +12,7 @@ mod events;
 mod http;
 mod load;
 mod nats;
+mod redis;
 mod service;
 mod traces;
 
@@ -26,6 +27,7 @@ pub use http::{
 };
 pub use load::{Answer, Load, assert_documented, created_ids};
 pub use nats::TemporaryNats;
+pub use redis::{TemporaryRedis, redis_prefix, redis_url};
 pub use service::{RunningService, migrated, test_config};
 pub use traces::{OtlpReceiver, ReceivedSpan, global_receiver};
 

@@ -183,7 +183,7 @@ async fn two_replicas_relaying_one_database_publish_each_event_once_in_order() {
 
 /// The real order-service binary on `port`, over `database_url`, with a stand-in
 /// user-service (whose JWKS verifies the test's tokens).
-fn spawn_binary(
+pub(crate) fn spawn_binary(
     port: u16,
     database_url: &str,
     users: &str,

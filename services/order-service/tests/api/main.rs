@@ -7,5 +7,8 @@ mod bus_faults;
 mod events;
 mod faults;
 mod helpers;
+mod idempotency;
 mod orders;
 mod resilience;
+mod shutdown;
+mod user_cache;

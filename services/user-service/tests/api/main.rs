@@ -6,5 +6,7 @@ mod access;
 mod auth;
 mod faults;
 mod helpers;
+mod idempotency;
 mod operations;
+mod shared_limit;
 mod users;
