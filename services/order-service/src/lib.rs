@@ -51,6 +51,7 @@ impl Service for OrderService {
         "20261124000001_create_orders.sql",
         "20261203000001_identity.sql",
         "20261203000002_outbox.sql",
+        "20261205000001_list_indexes.sql",
     ];
 
     fn settings(env: &Env<'_>) -> Result<OrderSettings, ConfigError> {

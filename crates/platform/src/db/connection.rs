@@ -41,6 +41,33 @@ impl Connection {
         }
     }
 
+    /// Every row the statement returns, planned for these values: the statement
+    /// runs unnamed (one round trip, as a cached one), so PostgreSQL plans it with
+    /// the values in hand rather than reusing a generic plan that cannot know
+    /// whether a search term is selective. The cached statement only supplies the
+    /// parameter types. SQLite plans every statement that way anyway.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn query_planned(
+        &mut self,
+        sql: &str,
+        params: &[&dyn SqlParam],
+    ) -> Result<Vec<Row>, DbError> {
+        match self {
+            Self::Postgres(client) => {
+                let statement = client.prepare_cached(sql).await?;
+                let typed: Vec<_> = postgres_params(params)
+                    .into_iter()
+                    .zip(statement.params().iter().cloned())
+                    .collect();
+                let rows = client.query_typed(sql, &typed).await?;
+                Ok(rows.into_iter().map(Row::Postgres).collect())
+            }
+            Self::Sqlite(_) => self.query(sql, params).await,
+        }
+    }
+
     /// The first row, if any.
     ///
     /// # Errors

@@ -7,5 +7,6 @@ mod bus_faults;
 mod events;
 mod faults;
 mod helpers;
+mod lists;
 mod orders;
 mod resilience;

@@ -6,5 +6,6 @@ mod access;
 mod auth;
 mod faults;
 mod helpers;
+mod lists;
 mod operations;
 mod users;
