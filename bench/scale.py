@@ -57,6 +57,11 @@ def cmd_line(path, label):
     return 0
 
 
+def token(i):
+    """The 8-letter name token of user i (see TOKEN in bench/scale.sh)."""
+    return format((i * 2654435761) % 2**32, "08x").translate(str.maketrans("0123456789abcdef", "ghijklmnopqrstuv"))
+
+
 def timestamp(i, step_ms):
     """What sqlx writes for a chrono DateTime<Utc> (RFC 3339, AutoSi, +00:00)."""
     at = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc) + \
@@ -73,7 +78,7 @@ def timestamp(i, step_ms):
 
 def cmd_seed_sqlite(path, count):
     db = sqlite3.connect(path)
-    rows = ((i, f"seed{i}@scale.test", f"Seed {WORDS[i % 8]} {i}", 18 + i % 60,
+    rows = ((i, f"seed{i}@scale.test", f"Seed {WORDS[i % 8]} {token(i)}", 18 + i % 60,
              timestamp(i, 10), timestamp(i, 10)) for i in range(1, count + 1))
     with db:
         db.executemany("INSERT INTO users (id, email, name, age, active, created_at, updated_at, role) "

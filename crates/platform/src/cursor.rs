@@ -12,7 +12,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Deserializer};
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -102,8 +104,13 @@ impl<Id: CursorId> Cursor<Id> {
             return Err(REFUSED);
         }
         let micros = i64::from_be_bytes(record[1..9].try_into().map_err(|_| REFUSED)?);
+        // The checksum is no secret: an instant no row can have (outside the
+        // years both backends store) is refused, not sent to the database.
+        let at = DateTime::from_timestamp_micros(micros)
+            .filter(|at| (1..=9999).contains(&at.year()))
+            .ok_or(REFUSED)?;
         Ok(Self {
-            at: DateTime::from_timestamp_micros(micros).ok_or(REFUSED)?,
+            at,
             id: Id::read(&record[9..]).ok_or(REFUSED)?,
         })
     }
@@ -113,10 +120,59 @@ impl<Id: CursorId> Cursor<Id> {
     ///
     /// # Errors
     /// VALIDATION_ERROR on the field `cursor`.
-    pub fn from_param(text: &str, scope: &str) -> Result<Self, ApiError> {
-        Self::decode(text, scope).map_err(|message| ApiError::invalid_field("cursor", message))
+    pub fn from_param(text: &CursorText, scope: &str) -> Result<Self, ApiError> {
+        Self::decode(&text.0, scope).map_err(|message| ApiError::invalid_field("cursor", message))
     }
 }
+
+/// A `cursor` query parameter that has the shape of a cursor (base64url of a
+/// record of this version); whether it belongs to the list is checked when it is
+/// read against the list's scope ([`Cursor::from_param`]). Checking the shape
+/// while the query is decoded names a garbled cursor together with the other
+/// bad parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorText(String);
+
+impl CursorText {
+    /// # Errors
+    /// [`REFUSED`] when `text` cannot be a cursor of any list.
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        let shaped = text.len() <= MAX_CURSOR_CHARS
+            && URL_SAFE_NO_PAD.decode(text).is_ok_and(|bytes| {
+                bytes.first() == Some(&VERSION)
+                    && [Cursor::<i64>::BYTES, Cursor::<Uuid>::BYTES].contains(&bytes.len())
+            });
+        shaped.then(|| Self(text.to_owned())).ok_or(REFUSED)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for CursorText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for CursorText {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_CURSOR_CHARS))
+            .pattern(Some("^[A-Za-z0-9_-]+$"))
+            .description(Some(
+                "An opaque position in the list: the meta.next_cursor of an earlier page \
+                 of the same list with the same filters",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CursorText {}
 
 fn checksum(scope: &str, record: &[u8]) -> u32 {
     let mut digest = CRC_32.digest();
@@ -185,8 +241,34 @@ mod tests {
     }
 
     #[test]
+    fn only_the_shape_of_a_cursor_passes_as_a_parameter() {
+        let good = sample().encode("users");
+        assert_eq!(CursorText::parse(&good).unwrap().as_str(), good);
+        for bad in [
+            "",
+            "y",
+            "garbage",
+            &good[1..],
+            &format!("{good}A"),
+            &"_".repeat(32),
+        ] {
+            assert_eq!(CursorText::parse(bad), Err(REFUSED), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_instant_outside_the_storable_years_is_refused() {
+        let far = Cursor {
+            at: DateTime::<Utc>::MAX_UTC,
+            id: 1_i64,
+        };
+        assert_eq!(Cursor::<i64>::decode(&far.encode("x"), "x"), Err(REFUSED));
+    }
+
+    #[test]
     fn a_refused_cursor_is_a_400_naming_cursor() {
-        let err = Cursor::<i64>::from_param("garbage", "users").unwrap_err();
+        let text = CursorText::parse(&sample().encode("users")).unwrap();
+        let err = Cursor::<i64>::from_param(&text, "orders").unwrap_err();
         match err {
             ApiError::Validation { details, .. } => assert_eq!(details[0].field, "cursor"),
             other => panic!("unexpected {other:?}"),

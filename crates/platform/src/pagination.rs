@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use validator::Validate;
 
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, CursorText};
 use crate::db::{Database, DbError, Row, SqlParam};
 use crate::error::ApiError;
 use crate::validation::Int;
@@ -45,8 +45,8 @@ pub struct PageQuery {
     pub page_size: Option<PageSize>,
     /// Keyset paging: the `meta.next_cursor` of the page before (same filters).
     /// The page then carries `next_cursor` but no counts.
-    #[param(max_length = 40, pattern = "^[A-Za-z0-9_-]*$")]
-    pub cursor: Option<String>,
+    #[param(inline)]
+    pub cursor: Option<CursorText>,
 }
 
 /// Page number and size as the contract has them (page >= 1, page_size 1..=100,
@@ -55,8 +55,8 @@ pub struct PageQuery {
 pub struct PageRequest {
     pub page: u64,
     pub page_size: u64,
-    /// The raw `cursor` parameter; read against its list by [`PageRequest::bind`].
-    pub cursor: Option<String>,
+    /// The `cursor` parameter; read against its list by [`PageRequest::bind`].
+    pub cursor: Option<CursorText>,
 }
 
 impl From<PageQuery> for PageRequest {

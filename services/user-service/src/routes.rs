@@ -137,8 +137,9 @@ async fn get_user(
     Ok(ApiResponse::ok(store::find(&db, id).await?.into()))
 }
 
-/// List live users, newest first (admins only). Numbered pages (`page`) carry
-/// counts, exact up to 1000 matching rows and a lower bound beyond
+/// List live users, newest first (admins only).
+///
+/// Numbered pages (`page`) carry counts, exact up to 1000 matching rows and a lower bound beyond
 /// (`meta.total_count_exact`); follow `meta.next_cursor` with `cursor` to page
 /// at the cost of one page however deep.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
