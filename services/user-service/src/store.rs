@@ -288,4 +288,34 @@ mod tests {
             db.close().await;
         }
     }
+
+    /// A request cancelled while its BEGIN waits for SQLite's write lock (a
+    /// client that hung up) must not leave a connection inside a transaction in
+    /// the pool: it would hold the lock and fail every later BEGIN.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_begin_leaves_no_transaction_in_the_pool() {
+        let body = r#"{"email":"lock@example.com","name":"Lock Holder","age":42}"#;
+        let (database, db, user) = one_user(platform::testing::Backend::Sqlite, body).await;
+        let other = platform::testing::connect(&database.url).await;
+        let holder = other.begin().await.unwrap();
+        for _ in 0..3 {
+            let waiting =
+                tokio::time::timeout(std::time::Duration::from_millis(100), db.begin()).await;
+            assert!(waiting.is_err(), "the write lock is held");
+        }
+        holder.rollback().await.unwrap();
+        for round in 0..8 {
+            let mut transaction = db
+                .begin()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            transaction
+                .execute("UPDATE users SET age = age WHERE id = $1", &[&user.id])
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+        }
+        db.close().await;
+        other.close().await;
+    }
 }

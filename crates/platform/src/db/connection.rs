@@ -125,16 +125,20 @@ impl Connection {
     ///
     /// # Errors
     /// See [`DbError`].
-    pub async fn begin(mut self) -> Result<Transaction, DbError> {
+    pub async fn begin(self) -> Result<Transaction, DbError> {
         // SQLite takes the write lock up front, so the busy timeout applies instead
         // of a deferred transaction failing when it first writes.
         let begin = match self {
             Self::Postgres(_) => "BEGIN",
             Self::Sqlite(_) => "BEGIN IMMEDIATE",
         };
-        self.batch(begin).await?;
+        let mut guard = DiscardUnlessKept(Some(self));
+        // A BEGIN that failed left no transaction: the connection goes back to the pool.
+        let result = guard.get().batch(begin).await;
+        let connection = guard.keep();
+        result?;
         Ok(Transaction {
-            connection: Some(self),
+            connection: Some(connection),
         })
     }
 
@@ -182,14 +186,14 @@ impl Transaction {
     }
 
     async fn finish(&mut self, sql: &str) -> Result<(), DbError> {
-        let Some(mut connection) = self.connection.take() else {
+        let Some(connection) = self.connection.take() else {
             return Ok(());
         };
-        let result = connection.batch(sql).await;
-        if result.is_err() {
-            connection.discard();
-        }
-        result
+        let mut guard = DiscardUnlessKept(Some(connection));
+        // Failed, the transaction's state is unknown: the guard closes the connection.
+        guard.get().batch(sql).await?;
+        drop(guard.keep());
+        Ok(())
     }
 }
 
@@ -227,6 +231,31 @@ impl Drop for Transaction {
                 });
             }
             Err(_) => connection.discard(),
+        }
+    }
+}
+
+/// A connection between sending BEGIN, COMMIT or ROLLBACK and reading the
+/// answer. If the request is cancelled there (a client that hangs up, a
+/// timeout), the statement still runs, and a connection returned to the pool
+/// could be inside a transaction nobody ends, holding SQLite's write lock or
+/// swallowing the next user's writes: so unless kept, it is closed, not reused.
+struct DiscardUnlessKept(Option<Connection>);
+
+impl DiscardUnlessKept {
+    fn get(&mut self) -> &mut Connection {
+        self.0.as_mut().expect("the connection is held until kept")
+    }
+
+    fn keep(mut self) -> Connection {
+        self.0.take().expect("the connection is held until kept")
+    }
+}
+
+impl Drop for DiscardUnlessKept {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            connection.discard();
         }
     }
 }
