@@ -279,7 +279,7 @@ pub async fn fetch_page(
         },
         Start::Page(number) => {
             let seen = offset(number, page.size) + rows.len() as u64;
-            let (total, exact) = if !has_more && (seen > 0 || number == 1) {
+            let (total, exact) = if !has_more && (!rows.is_empty() || number == 1) {
                 (seen, true)
             } else {
                 let counted = bounded_count(db, table, &where_clause, &filter).await?;
@@ -359,7 +359,7 @@ mod tests {
         }
         .encode("users|a");
         let bound = PageRequest {
-            cursor: Some(cursor),
+            cursor: Some(CursorText::parse(&cursor).unwrap()),
             ..request(1, 5)
         };
         let page = bound.bind("users|a".to_owned()).unwrap();
