@@ -45,8 +45,15 @@ for v in SMALL LARGE SQLITE DURATION THREADS CONNECTIONS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
 done
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "SCALE_WARMUP must be a whole number of seconds"
+if ! command -v wrk >/dev/null 2>&1; then
+    log "wrk not found: apt-get install -y wrk"
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get install -y wrk >&2 || { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y wrk >&2; } ||
+        die "wrk is required"
+fi
 for tool in wrk psql curl python3 cargo openssl; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is required (wrk: apt-get install wrk)"
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 python3 -c 'import sqlite3' 2>/dev/null || die "python3 with its sqlite3 module is required"
 
