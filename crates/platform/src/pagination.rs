@@ -282,15 +282,10 @@ pub async fn fetch_page(
             let (total, exact) = if !has_more && (!rows.is_empty() || number == 1) {
                 (seen, true)
             } else {
-                let counted = bounded_count(db, table, &where_clause, &filter).await?;
-                let exact = counted <= EXACT_COUNT_LIMIT;
-                (
-                    if exact {
-                        counted
-                    } else {
-                        counted.max(seen + u64::from(has_more))
-                    },
-                    exact,
+                lower_bound(
+                    bounded_count(db, table, &where_clause, &filter).await?,
+                    seen,
+                    has_more,
                 )
             };
             PageMeta::numbered(number, page.size, total, exact)
@@ -298,6 +293,17 @@ pub async fn fetch_page(
     };
     meta.next_cursor = next_cursor;
     Ok((rows, meta))
+}
+
+/// The total a numbered page reports from a bounded count: exact up to the
+/// limit, else at least the count and at least the rows up to this page (and one
+/// more when another page follows).
+fn lower_bound(counted: u64, seen: u64, has_more: bool) -> (u64, bool) {
+    if counted <= EXACT_COUNT_LIMIT {
+        (counted, true)
+    } else {
+        (counted.max(seen + u64::from(has_more)), false)
+    }
 }
 
 /// How many rows the filter matches, counting no further than one past
@@ -369,6 +375,17 @@ mod tests {
             request(4, 5).bind("x".to_owned()).unwrap().start,
             Start::Page(4)
         );
+    }
+
+    #[test]
+    fn a_count_past_the_limit_is_a_lower_bound() {
+        assert_eq!(
+            lower_bound(EXACT_COUNT_LIMIT, 10, true),
+            (EXACT_COUNT_LIMIT, true)
+        );
+        let past = EXACT_COUNT_LIMIT + 1;
+        assert_eq!(lower_bound(past, 10, true), (past, false));
+        assert_eq!(lower_bound(past, 5000, true), (5001, false));
     }
 
     #[derive(Debug, Deserialize, Validate)]
