@@ -81,7 +81,7 @@ admin_token() { # user-service port
 
 fuzz() { # name, port, token
     echo "== schemathesis: $1 as admin ($EXAMPLES examples per operation, seed $SEED)"
-    "$VENV/bin/schemathesis" run "http://127.0.0.1:$2/openapi.json" \
+    "$VENV/bin/schemathesis" --config-file scripts/schemathesis.toml run "http://127.0.0.1:$2/openapi.json" \
         --header "Authorization: Bearer $3" \
         --checks all --mode all --seed "$SEED" --max-examples "$EXAMPLES" \
         --request-timeout 10 --no-color

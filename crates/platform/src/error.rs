@@ -441,12 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn page_response_carries_meta() {
-        let meta = PageMeta {
-            page: 2,
-            page_size: 10,
-            total_pages: 3,
-            total_count: 25,
-        };
+        let meta = PageMeta::numbered(2, 10, 25, true);
         let body = body_json(ApiResponse::page(vec![1, 2], meta).into_response()).await;
         assert_eq!(body["success"], true);
         assert_eq!(body["meta"]["total_pages"], 3);

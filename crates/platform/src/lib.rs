@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod events;

@@ -46,6 +46,14 @@ impl<F: DeserializeOwned + Validate> ListQuery<F> {
         let pairs = QueryPairs::parse(query)?;
         let mut errors = Vec::new();
         let page = pairs.decode::<PageQuery>(&mut errors);
+        if let Some(PageQuery {
+            page: Some(_),
+            cursor: Some(_),
+            ..
+        }) = &page
+        {
+            errors.push(FieldError::new("cursor", "cannot be combined with page"));
+        }
         let filter = pairs.decode::<F>(&mut errors);
         match (page, filter) {
             (Some(page), Some(filter)) if errors.is_empty() => Ok(Self(page.into(), filter)),
@@ -272,6 +280,8 @@ mod tests {
         let err = list("search=%FF%FE").unwrap_err();
         assert_eq!(fields(err), ["search"]);
         assert_eq!(list("%FF=1").unwrap_err().code(), "BAD_REQUEST");
+        let err = list("page=2&cursor=abc").unwrap_err();
+        assert_eq!(fields(err), ["cursor"]);
         let err = list("page=1&page=2").unwrap_err();
         assert!(err.to_string().contains("page"), "{err}");
     }

@@ -1,8 +1,6 @@
 //! An audit entry, the list query with its keyset cursor, and the values a
 //! query may hold.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
@@ -10,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::Validate;
 
+use platform::cursor::{Cursor, CursorText};
 use platform::db::{DbError, Row};
 use platform::events::Actor;
 use platform::pagination::PageSize;
@@ -70,9 +69,9 @@ impl AuditLog {
     }
 
     /// Where the page after this entry starts.
-    pub fn cursor(&self) -> Cursor {
+    pub fn cursor(&self) -> Cursor<Uuid> {
         Cursor {
-            occurred_at: self.occurred_at,
+            at: self.occurred_at,
             id: self.id,
         }
     }
@@ -101,12 +100,28 @@ pub struct AuditLogQuery {
     /// Only events that occurred before this instant
     #[param(inline)]
     pub to: Option<Timestamp>,
-    /// Where the page starts: the `meta.next_cursor` of the page before
+    /// Where the page starts: the `meta.next_cursor` of the page before (same filters)
     #[param(inline)]
-    pub cursor: Option<Cursor>,
+    pub cursor: Option<CursorText>,
     /// Entries per page, default 20
     #[param(inline)]
     pub page_size: Option<PageSize>,
+}
+
+impl AuditLogQuery {
+    /// The list and filters a cursor is bound to (see [`platform::cursor`]).
+    pub fn scope(&self) -> String {
+        let at = |t: &Option<Timestamp>| t.map(|t| t.0.timestamp_micros());
+        format!(
+            "audit-logs|actor={:?}|action={:?}|resource_type={:?}|resource_id={:?}|from={:?}|to={:?}",
+            self.actor.as_deref(),
+            self.action.as_deref(),
+            self.resource_type.as_deref(),
+            self.resource_id.as_deref(),
+            at(&self.from),
+            at(&self.to),
+        )
+    }
 }
 
 /// The instants both backends store and order correctly: years 1 to 9999.
@@ -157,134 +172,9 @@ impl utoipa::PartialSchema for Timestamp {
 
 impl ToSchema for Timestamp {}
 
-/// Where a keyset page starts: right after the entry with this `occurred_at`
-/// and `id`, in the list's order (newest first, id descending).
-///
-/// Opaque to clients: 32 characters of base64url (no padding) over the instant
-/// in microseconds since 1970 (8 bytes, big-endian) and the id (16 bytes).
-/// Every string of that shape is a position in the list, so an altered cursor
-/// only moves the page (to entries an admin may list anyway); any other shape
-/// is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub occurred_at: DateTime<Utc>,
-    pub id: Uuid,
-}
-
-const CURSOR_CHARS: usize = 32;
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        let mut bytes = [0u8; 24];
-        bytes[..8].copy_from_slice(&self.occurred_at.timestamp_micros().to_be_bytes());
-        bytes[8..].copy_from_slice(self.id.as_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    /// # Errors
-    /// When `text` is not 32 characters of base64url.
-    pub fn decode(text: &str) -> Result<Self, &'static str> {
-        const REFUSED: &str = "must be the meta.next_cursor of an earlier page";
-        if text.len() != CURSOR_CHARS {
-            return Err(REFUSED);
-        }
-        let bytes: [u8; 24] = URL_SAFE_NO_PAD
-            .decode(text)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or(REFUSED)?;
-        let (micros, id) = bytes.split_at(8);
-        let micros = i64::from_be_bytes(micros.try_into().expect("8 bytes"));
-        let occurred_at = DateTime::from_timestamp_micros(micros).unwrap_or(if micros < 0 {
-            DateTime::<Utc>::MIN_UTC
-        } else {
-            DateTime::<Utc>::MAX_UTC
-        });
-        Ok(Self {
-            occurred_at: clamp(occurred_at),
-            id: Uuid::from_slice(id).expect("16 bytes"),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Cursor {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::decode(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-impl utoipa::PartialSchema for Cursor {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(CURSOR_CHARS))
-            .max_length(Some(CURSOR_CHARS))
-            .pattern(Some("^[A-Za-z0-9_-]{32}$"))
-            .description(Some(
-                "An opaque position in the list, from meta.next_cursor",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for Cursor {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cursor_reads_back_as_written() {
-        let cursor = Cursor {
-            occurred_at: platform::db::now(),
-            id: Uuid::now_v7(),
-        };
-        let text = cursor.encode();
-        assert_eq!(text.len(), CURSOR_CHARS);
-        assert!(
-            text.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
-        assert_eq!(Cursor::decode(&text), Ok(cursor));
-    }
-
-    #[test]
-    fn only_the_shape_of_a_cursor_is_accepted() {
-        let good = Cursor {
-            occurred_at: platform::db::now(),
-            id: Uuid::now_v7(),
-        }
-        .encode();
-        for bad in [
-            "",
-            "abc",
-            &good[1..],
-            &format!("{good}A"),
-            &format!("{}+", &good[1..]),
-            &format!("{}=", &good[1..]),
-            "ééééééééééééééééé",
-        ] {
-            assert!(Cursor::decode(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn any_well_shaped_cursor_is_a_position_within_the_storable_years() {
-        let earliest = Cursor::decode(&"A".repeat(32)).unwrap();
-        assert_eq!(
-            earliest.occurred_at.to_rfc3339(),
-            "1970-01-01T00:00:00+00:00"
-        );
-        let far_future = Cursor::decode(&format!("f{}", "_".repeat(31))).unwrap();
-        assert_eq!(far_future.occurred_at, clamp(DateTime::<Utc>::MAX_UTC));
-        let far_past = Cursor::decode(&format!("g{}", "A".repeat(31))).unwrap();
-        assert_eq!(far_past.occurred_at, clamp(DateTime::<Utc>::MIN_UTC));
-        assert_eq!(
-            far_past.occurred_at.to_rfc3339(),
-            "0001-01-01T00:00:00+00:00"
-        );
-    }
 
     #[test]
     fn timestamps_take_any_offset_and_name_the_format_when_wrong() {

@@ -5,6 +5,7 @@ use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::routing::get;
+use platform::cursor::Cursor;
 use platform::db::Database;
 use platform::openapi::{CursorPageEnvelope, DataEnvelope, ErrorEnvelope};
 use platform::pagination::CursorMeta;
@@ -77,10 +78,15 @@ async fn list_audit_logs(
 ) -> ApiResult<Vec<AuditLog>> {
     caller.require_admin("reading the audit log")?;
     let page_size = query.page_size.map_or(DEFAULT_PAGE_SIZE, |size| size.get());
-    let (entries, next) = store::list(&db, &query, page_size).await?;
+    let scope = query.scope();
+    let after = match &query.cursor {
+        Some(text) => Some(Cursor::from_param(text, &scope)?),
+        None => None,
+    };
+    let (entries, next) = store::list(&db, &query, after, page_size).await?;
     let meta = CursorMeta {
         page_size: page_size.unsigned_abs(),
-        next_cursor: next.map(|cursor| cursor.encode()),
+        next_cursor: next.map(|cursor| cursor.encode(&scope)),
     };
     Ok(ApiResponse::cursor_page(entries, meta))
 }

@@ -9,7 +9,8 @@ use platform::events::Event;
 use uuid::Uuid;
 
 use crate::error::AuditError;
-use crate::model::{AuditLog, AuditLogQuery, Cursor};
+use crate::model::{AuditLog, AuditLogQuery};
+use platform::cursor::Cursor;
 
 /// Idempotent by event id: a redelivered event changes nothing.
 const INSERT: &str = "INSERT INTO audit_logs (id, action, actor_sub, actor_roles, resource_type, \
@@ -63,13 +64,14 @@ pub async fn find(db: &Database, id: Uuid) -> Result<AuditLog, AuditError> {
 
 /// One keyset page of the entries `query` selects, newest first (ties by id,
 /// descending), and the cursor of the next page when there is one.
-#[tracing::instrument(level = "debug", skip(db))]
+#[tracing::instrument(level = "debug", skip(db, after))]
 pub async fn list(
     db: &Database,
     query: &AuditLogQuery,
+    after: Option<Cursor<Uuid>>,
     page_size: i64,
-) -> Result<(Vec<AuditLog>, Option<Cursor>), DbError> {
-    let after = query.cursor.map(|c| (c.occurred_at, c.id.to_string()));
+) -> Result<(Vec<AuditLog>, Option<Cursor<Uuid>>), DbError> {
+    let after = after.map(|c| (c.at, c.id.to_string()));
     let from = query.from.map(|t| t.0);
     let to = query.to.map(|t| t.0);
     // One more than the page: whether it exists says whether there is a next page.

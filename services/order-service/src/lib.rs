@@ -54,6 +54,7 @@ impl Service for OrderService {
         "20261124000001_create_orders.sql",
         "20261203000001_identity.sql",
         "20261203000002_outbox.sql",
+        "20261205000001_list_indexes.sql",
         "20261206000001_idempotency_keys.sql",
         "20261215000001_outbox_trace_context.sql",
     ];

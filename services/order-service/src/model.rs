@@ -312,6 +312,19 @@ pub struct OrderFilter {
     pub product_id: Option<ProductId>,
 }
 
+impl OrderFilter {
+    /// The list and filters a cursor is bound to (for a user, its own id,
+    /// which the handler sets before this is read).
+    pub fn scope(&self) -> String {
+        format!(
+            "orders|user_id={:?}|status={:?}|product_id={:?}",
+            self.user_id.map(platform::validation::Int::get),
+            self.status.map(OrderStatus::as_str),
+            self.product_id.as_deref().map(String::as_str),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,9 +203,10 @@ async fn list_orders(
         filter.user_id =
             Some(UserId::new(own).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?);
     }
-    let (orders, total) = store::list(&state.db, &page, &filter).await?;
+    let page = page.bind(filter.scope())?;
+    let (orders, meta) = store::list(&state.db, &page, &filter).await?;
     let orders = orders.into_iter().map(OrderResponse::from).collect();
-    Ok(ApiResponse::page(orders, page.meta(total)))
+    Ok(ApiResponse::page(orders, meta))
 }
 
 /// Change an order's status along the state machine: pending -> confirmed |

@@ -3,11 +3,10 @@
 
 use std::sync::LazyLock;
 
-use platform::PageRequest;
 use platform::db::{Database, DbError, SqlParam, now};
 use platform::events::{Event, Origin, outbox};
 use platform::idempotency::Recorder;
-use platform::pagination::{Filter, fetch_page};
+use platform::pagination::{Filter, Page, PageMeta, fetch_page};
 use serde_json::json;
 
 use crate::error::OrderError;
@@ -124,13 +123,14 @@ pub async fn find(db: &Database, id: i64) -> Result<Order, OrderError> {
     }
 }
 
-/// One page of live orders, newest first, and the total matching the filter.
+/// One page of live orders, newest first, and its meta. Each filter has an
+/// index in the list's order (see the `list_indexes` migration).
 #[tracing::instrument(level = "debug", skip(db))]
 pub async fn list(
     db: &Database,
-    page: &PageRequest,
+    page: &Page,
     filter: &OrderFilter,
-) -> Result<(Vec<Order>, u64), DbError> {
+) -> Result<(Vec<Order>, PageMeta), DbError> {
     let user_id = filter.user_id.map(platform::validation::Int::get);
     let status = filter.status.map(OrderStatus::as_str);
     let product_id: Option<&String> = filter.product_id.as_deref();
@@ -145,17 +145,9 @@ pub async fn list(
         // Exact match on a bound value, so `%` or `'` are just characters.
         conditions = conditions.and("product_id = ?", product_id);
     }
-    let (rows, total) = fetch_page(
-        db,
-        Order::COLUMNS,
-        "orders",
-        conditions,
-        "created_at DESC, id DESC",
-        page,
-    )
-    .await?;
+    let (rows, meta) = fetch_page(db, Order::COLUMNS, "orders", conditions, page).await?;
     let orders = rows.iter().map(Order::from_row).collect::<Result<_, _>>()?;
-    Ok((orders, total))
+    Ok((orders, meta))
 }
 
 /// Moves an order to `next` if the state machine allows it from its current status.

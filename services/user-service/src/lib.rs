@@ -9,6 +9,7 @@ pub mod error;
 pub mod model;
 pub mod password;
 pub mod routes;
+pub mod search;
 pub mod store;
 
 use std::sync::Arc;
@@ -67,6 +68,7 @@ impl Service for UserService {
         "20261124000001_create_users.sql",
         "20261203000001_identity.sql",
         "20261203000002_outbox.sql",
+        "20261205000001_search.sql",
         "20261206000001_idempotency_keys.sql",
         "20261215000001_outbox_trace_context.sql",
     ];

@@ -289,6 +289,16 @@ impl UserFilter {
             .map(str::trim)
             .filter(|s| !s.is_empty())
     }
+
+    /// The list and filters a cursor is bound to: the same search (as
+    /// searched, trimmed) and `active`.
+    pub fn scope(&self) -> String {
+        format!(
+            "users|active={:?}|search={:?}",
+            self.active,
+            self.search_term()
+        )
+    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,10 @@ async fn get_user(
 }
 
 /// List live users, newest first (admins only).
+///
+/// Numbered pages (`page`) carry counts, exact up to 1000 matching rows and a lower bound beyond
+/// (`meta.total_count_exact`); follow `meta.next_cursor` with `cursor` to page
+/// at the cost of one page however deep.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     params(PageQuery, UserFilter),
     security(("bearer" = [])),
@@ -174,9 +178,10 @@ async fn list_users(
     ListQuery(page, filter): ListQuery<UserFilter>,
 ) -> ApiResult<Vec<UserResponse>> {
     caller.require_admin("listing users")?;
-    let (users, total) = store::list(&db, &page, &filter).await?;
+    let page = page.bind(filter.scope())?;
+    let (users, meta) = store::list(&db, &page, &filter).await?;
     let users = users.into_iter().map(UserResponse::from).collect();
-    Ok(ApiResponse::page(users, page.meta(total)))
+    Ok(ApiResponse::page(users, meta))
 }
 
 /// Change a user; absent fields stay as they are. Users change their own name,

@@ -3,14 +3,14 @@
 
 use std::sync::LazyLock;
 
-use platform::PageRequest;
 use platform::db::{Database, SqlParam, now};
 use platform::events::{Origin, outbox};
 use platform::idempotency::Recorder;
-use platform::pagination::{Filter, fetch_page};
+use platform::pagination::{Filter, Page, PageMeta, fetch_page};
 
 use crate::error::UserError;
 use crate::model::{Age, CreateUserRequest, Email, UpdateUserRequest, User, UserFilter, UserRole};
+use crate::search::Search;
 
 /// The partial unique index on live users' emails, as each backend names it.
 const EMAIL_INDEX: (&str, &str) = ("users_email_live_key", "users.email");
@@ -140,48 +140,24 @@ pub async fn find_password_hash(db: &Database, id: i64) -> Result<Option<String>
     }
 }
 
-/// One page of live users, newest first, and the total matching the filter.
+/// One page of live users, newest first, and its meta.
 #[tracing::instrument(level = "debug", skip(db))]
 pub async fn list(
     db: &Database,
-    page: &PageRequest,
+    page: &Page,
     filter: &UserFilter,
-) -> Result<(Vec<User>, u64), UserError> {
-    let pattern = filter.search_term().map(like_pattern);
+) -> Result<(Vec<User>, PageMeta), UserError> {
+    let search = filter.search_term().map(Search::new);
     let mut conditions = Filter::new("deleted_at IS NULL");
     if let Some(active) = &filter.active {
         conditions = conditions.and("active = ?", active);
     }
-    if let Some(pattern) = &pattern {
-        conditions = conditions.and(
-            r"(LOWER(name) LIKE ? ESCAPE '\' OR LOWER(email) LIKE ? ESCAPE '\')",
-            pattern,
-        );
+    if let Some(search) = &search {
+        conditions = search.apply(db, conditions);
     }
-    let (rows, total) = fetch_page(
-        db,
-        User::COLUMNS,
-        "users",
-        conditions,
-        "created_at DESC, id DESC",
-        page,
-    )
-    .await?;
+    let (rows, meta) = fetch_page(db, User::COLUMNS, "users", conditions, page).await?;
     let users = rows.iter().map(User::from_row).collect::<Result<_, _>>()?;
-    Ok((users, total))
-}
-
-/// `%term%` for `LOWER(column) LIKE`, with `%`, `_` and `\` escaped so they match
-/// themselves. The term is lowered in Rust, so it is Unicode-aware; SQLite's
-/// LOWER() folds ASCII only, so on SQLite non-ASCII capitals in stored names match
-/// only their exact case.
-fn like_pattern(term: &str) -> String {
-    let escaped = term
-        .to_lowercase()
-        .replace('\\', r"\\")
-        .replace('%', r"\%")
-        .replace('_', r"\_");
-    format!("%{escaped}%")
+    Ok((users, meta))
 }
 
 /// Applies the given changes in one statement, with their event (`user.deactivated`
@@ -318,9 +294,33 @@ mod tests {
         }
     }
 
-    #[test]
-    fn like_wildcards_in_a_search_term_match_themselves() {
-        assert_eq!(like_pattern(r"50%_off\"), r"%50\%\_off\\%");
-        assert_eq!(like_pattern("ÄBC"), "%äbc%");
+    /// A request cancelled while its BEGIN waits for SQLite's write lock (a
+    /// client that hung up) must not leave a connection inside a transaction in
+    /// the pool: it would hold the lock and fail every later BEGIN.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_begin_leaves_no_transaction_in_the_pool() {
+        let body = r#"{"email":"lock@example.com","name":"Lock Holder","age":42}"#;
+        let (database, db, user) = one_user(platform::testing::Backend::Sqlite, body).await;
+        let other = platform::testing::connect(&database.url).await;
+        let holder = other.begin().await.unwrap();
+        for _ in 0..3 {
+            let waiting =
+                tokio::time::timeout(std::time::Duration::from_millis(100), db.begin()).await;
+            assert!(waiting.is_err(), "the write lock is held");
+        }
+        holder.rollback().await.unwrap();
+        for round in 0..8 {
+            let mut transaction = db
+                .begin()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            transaction
+                .execute("UPDATE users SET age = age WHERE id = $1", &[&user.id])
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+        }
+        db.close().await;
+        other.close().await;
     }
 }

@@ -48,6 +48,33 @@ impl Connection {
         .await
     }
 
+    /// Every row the statement returns, planned for these values: the statement
+    /// runs unnamed (one round trip, as a cached one), so PostgreSQL plans it with
+    /// the values in hand rather than reusing a generic plan that cannot know
+    /// whether a search term is selective. The cached statement only supplies the
+    /// parameter types. SQLite plans every statement that way anyway.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn query_planned(
+        &mut self,
+        sql: &str,
+        params: &[&dyn SqlParam],
+    ) -> Result<Vec<Row>, DbError> {
+        match self {
+            Self::Postgres(client) => {
+                let statement = client.prepare_cached(sql).await?;
+                let typed: Vec<_> = postgres_params(params)
+                    .into_iter()
+                    .zip(statement.params().iter().cloned())
+                    .collect();
+                let rows = client.query_typed(sql, &typed).await?;
+                Ok(rows.into_iter().map(Row::Postgres).collect())
+            }
+            Self::Sqlite(_) => self.query(sql, params).await,
+        }
+    }
+
     /// The first row, if any.
     ///
     /// # Errors
@@ -115,16 +142,20 @@ impl Connection {
     ///
     /// # Errors
     /// See [`DbError`].
-    pub async fn begin(mut self) -> Result<Transaction, DbError> {
+    pub async fn begin(self) -> Result<Transaction, DbError> {
         // SQLite takes the write lock up front, so the busy timeout applies instead
         // of a deferred transaction failing when it first writes.
         let begin = match self {
             Self::Postgres(_) => "BEGIN",
             Self::Sqlite(_) => "BEGIN IMMEDIATE",
         };
-        self.batch(begin).await?;
+        let mut guard = DiscardUnlessKept(Some(self));
+        // A BEGIN that failed left no transaction: the connection goes back to the pool.
+        let result = guard.get().batch(begin).await;
+        let connection = guard.keep();
+        result?;
         Ok(Transaction {
-            connection: Some(self),
+            connection: Some(connection),
         })
     }
 
@@ -185,14 +216,14 @@ impl Transaction {
     }
 
     async fn finish(&mut self, sql: &str) -> Result<(), DbError> {
-        let Some(mut connection) = self.connection.take() else {
+        let Some(connection) = self.connection.take() else {
             return Ok(());
         };
-        let result = connection.batch(sql).await;
-        if result.is_err() {
-            connection.discard();
-        }
-        result
+        let mut guard = DiscardUnlessKept(Some(connection));
+        // Failed, the transaction's state is unknown: the guard closes the connection.
+        guard.get().batch(sql).await?;
+        drop(guard.keep());
+        Ok(())
     }
 }
 
@@ -230,6 +261,31 @@ impl Drop for Transaction {
                 });
             }
             Err(_) => connection.discard(),
+        }
+    }
+}
+
+/// A connection between sending BEGIN, COMMIT or ROLLBACK and reading the
+/// answer. If the request is cancelled there (a client that hangs up, a
+/// timeout), the statement still runs, and a connection returned to the pool
+/// could be inside a transaction nobody ends, holding SQLite's write lock or
+/// swallowing the next user's writes: so unless kept, it is closed, not reused.
+struct DiscardUnlessKept(Option<Connection>);
+
+impl DiscardUnlessKept {
+    fn get(&mut self) -> &mut Connection {
+        self.0.as_mut().expect("the connection is held until kept")
+    }
+
+    fn keep(mut self) -> Connection {
+        self.0.take().expect("the connection is held until kept")
+    }
+}
+
+impl Drop for DiscardUnlessKept {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            connection.discard();
         }
     }
 }

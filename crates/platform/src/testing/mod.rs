@@ -10,6 +10,7 @@ mod cluster;
 mod database;
 mod events;
 mod http;
+mod lists;
 mod load;
 mod nats;
 mod redis;
@@ -25,6 +26,7 @@ pub use events::{TestStream, nats_url};
 pub use http::{
     INTERNALS, TestClient, TestResponse, assert_no_internals, client_from, metric_value,
 };
+pub use lists::{assert_no_repeats, page_ids, walk_by_cursor, walk_by_page};
 pub use load::{Answer, Load, assert_documented, created_ids};
 pub use nats::TemporaryNats;
 pub use redis::{TemporaryRedis, redis_prefix, redis_url};

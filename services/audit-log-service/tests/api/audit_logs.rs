@@ -6,6 +6,7 @@ use platform::metrics::Metrics;
 use serde_json::json;
 
 use audit_log_service::consumer::{ConsumerMetrics, handler};
+use audit_log_service::model::AuditLogQuery;
 use audit_log_service::store::store_event;
 
 use crate::helpers::{AuditService, at, event, ids, metric_value};
@@ -122,7 +123,8 @@ backend_tests! {
         audit.store(std::slice::from_ref(&stored)).await;
         let good = audit.get("/api/v1/audit-logs?page_size=1").await;
         assert!(good.body["meta"].get("next_cursor").is_none());
-        let cursor = audit_log_service::model::Cursor { occurred_at: stored.occurred_at, id: stored.id }.encode();
+        let cursor = platform::cursor::Cursor { at: stored.occurred_at, id: stored.id }.encode(&AuditLogQuery::default().scope());
+        let other_filter = platform::cursor::Cursor { at: stored.occurred_at, id: stored.id }.encode("audit-logs|another filter");
         for (query, field) in [
             ("cursor=abc", "cursor"),
             (&format!("cursor={}", &cursor[1..]) as &str, "cursor"),
@@ -130,6 +132,8 @@ backend_tests! {
             (&format!("cursor={}%2B", &cursor[1..]), "cursor"),
             (&format!("cursor={}=", &cursor[1..]), "cursor"),
             ("cursor=", "cursor"),
+            (&format!("cursor={other_filter}"), "cursor"),
+            (&format!("cursor={cursor}&action=user.created"), "cursor"),
             ("from=yesterday", "from"),
             ("to=2026-13-01T00:00:00Z", "to"),
             // An unencoded + offset arrives as a space.
@@ -145,9 +149,13 @@ backend_tests! {
         }
         let answer = audit.get("/api/v1/audit-logs?to=x&cursor=y&page_size=z").await;
         assert_eq!(answer.invalid_fields(), ["to", "cursor", "page_size"], "every one, in order");
-        // A cursor of the right shape is a position, never an error.
-        let moved = audit.get(&format!("/api/v1/audit-logs?cursor={}", "_".repeat(32))).await;
+        // A cursor of this list and filter is a position (past the one entry: an empty page).
+        let moved = audit.get(&format!("/api/v1/audit-logs?cursor={cursor}")).await;
         assert_eq!(moved.status, 200, "{}", moved.body);
+        assert_eq!(moved.body["data"], json!([]));
+        // One of the right shape but not handed out for this list is refused.
+        let forged = audit.get(&format!("/api/v1/audit-logs?cursor={}", "_".repeat(32))).await;
+        assert_eq!(forged.invalid_fields(), ["cursor"]);
         for id in ["1", "not-a-uuid", "0190a5e4-0000-7000-8000-00000000000g"] {
             audit.get(&format!("/api/v1/audit-logs/{id}")).await.assert_clean_error(400, "BAD_REQUEST");
         }

@@ -8,6 +8,7 @@ mod events;
 mod faults;
 mod helpers;
 mod idempotency;
+mod lists;
 mod orders;
 mod resilience;
 mod shutdown;

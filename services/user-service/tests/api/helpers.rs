@@ -87,6 +87,11 @@ fn with_admin_token(
 }
 
 impl TestApp {
+    /// Where the service keeps its users, for writing and reading behind its back.
+    pub fn database_url(&self) -> &str {
+        &self._database.url
+    }
+
     /// A token for a client of this service, with `roles` (all of the client's when empty).
     pub async fn token_for(&self, client_id: &str, secret: &str, roles: &[&str]) -> String {
         let mut body = json!({"client_id": client_id, "client_secret": secret});

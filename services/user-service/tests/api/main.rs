@@ -7,6 +7,7 @@ mod auth;
 mod faults;
 mod helpers;
 mod idempotency;
+mod lists;
 mod operations;
 mod shared_limit;
 mod users;
