@@ -12,6 +12,7 @@
 //! anew. A claim left by a request that never finished (the process died) can be
 //! taken over after [`CLAIM_LEASE`]. Keys expire after [`KEY_TTL`] and are pruned.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,12 +21,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::BackgroundTask;
-use crate::auth::Caller;
+use crate::auth::{Caller, Secret};
 use crate::body::MAX_BODY_BYTES;
 use crate::db::{Database, DbError, SqlParam, Transaction, now};
 use crate::error::{ApiError, ApiResponse};
@@ -177,15 +179,48 @@ fn key_of(parts: &Parts) -> Result<Option<String>, ApiError> {
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-/// SHA-256 of method, path and body: what "the same request" means.
-fn fingerprint(parts: &Parts, body: &[u8]) -> String {
-    let mut hash = Sha256::new();
-    hash.update(parts.method.as_str());
-    hash.update(b"\n");
-    hash.update(parts.uri.path());
-    hash.update(b"\n");
-    hash.update(body);
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+/// What [`enforce`] works with: the database that decides, and the key of the
+/// requests' fingerprints.
+#[derive(Clone)]
+pub struct Guard {
+    db: Database,
+    fingerprint_key: Arc<[u8; 32]>,
+}
+
+impl Guard {
+    /// The key is derived from `secret`, one every replica of the service shares
+    /// (a client secret): a body may hold a password (`POST /api/v1/users`), and
+    /// a plain hash of it kept for a day could be guessed offline by whoever reads
+    /// the table. Changing the secret only makes keys in flight unrecognised (a
+    /// repeat is then 422), never replays a wrong answer.
+    pub fn new(db: Database, secret: &Secret) -> Self {
+        Self {
+            db,
+            fingerprint_key: Arc::new(fingerprint_key(secret)),
+        }
+    }
+}
+
+fn fingerprint_key(secret: &Secret) -> [u8; 32] {
+    let mut derive = Sha256::new();
+    derive.update(b"idempotency-key fingerprint\0");
+    derive.update(secret.expose().as_bytes());
+    derive.finalize().into()
+}
+
+/// HMAC-SHA-256 of method, path and body: what "the same request" means.
+fn fingerprint(key: &[u8; 32], parts: &Parts, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(parts.method.as_str().as_bytes());
+    mac.update(b"\n");
+    mac.update(parts.uri.path().as_bytes());
+    mac.update(b"\n");
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What became of a claim.
@@ -196,7 +231,8 @@ enum Claimed {
 
 /// Middleware on idempotent routes: claims the key, replays, or refuses; releases
 /// the claim when the handler did not succeed. Requests without the header pass.
-pub async fn enforce(State(db): State<Database>, request: Request, next: Next) -> Response {
+pub async fn enforce(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let db = &guard.db;
     let (mut parts, body) = request.into_parts();
     let key = match key_of(&parts) {
         Ok(Some(key)) => key,
@@ -214,8 +250,8 @@ pub async fn enforce(State(db): State<Database>, request: Request, next: Next) -
         }
         .into_response();
     };
-    let fingerprint = fingerprint(&parts, &bytes);
-    let pending = match claim(&db, subject, key, &fingerprint).await {
+    let fingerprint = fingerprint(&guard.fingerprint_key, &parts, &bytes);
+    let pending = match claim(db, subject, key, &fingerprint).await {
         Ok(Claimed::Fresh(pending)) => pending,
         Ok(Claimed::Replay(answer)) => return answer.into_response(),
         Err(err) => return err.into_response(),
@@ -226,7 +262,7 @@ pub async fn enforce(State(db): State<Database>, request: Request, next: Next) -
         .await;
     // After a recorded answer this finds nothing to delete; after anything else
     // (an error, a no-op that wrote nothing) the key is free again.
-    release(&db, &pending).await;
+    release(db, &pending).await;
     response
 }
 
@@ -342,11 +378,25 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_covers_path_and_body() {
-        let a = fingerprint(&parts(&[], "/api/v1/orders/1"), b"{}");
-        assert_eq!(a, fingerprint(&parts(&[], "/api/v1/orders/1"), b"{}"));
-        assert_ne!(a, fingerprint(&parts(&[], "/api/v1/orders/2"), b"{}"));
-        assert_ne!(a, fingerprint(&parts(&[], "/api/v1/orders/1"), b"{ }"));
+    fn the_fingerprint_covers_path_and_body_and_depends_on_the_secret() {
+        let key = fingerprint_key(&Secret::generate());
+        let a = fingerprint(&key, &parts(&[], "/api/v1/orders/1"), b"{}");
+        assert_eq!(a, fingerprint(&key, &parts(&[], "/api/v1/orders/1"), b"{}"));
+        assert_ne!(a, fingerprint(&key, &parts(&[], "/api/v1/orders/2"), b"{}"));
+        assert_ne!(
+            a,
+            fingerprint(&key, &parts(&[], "/api/v1/orders/1"), b"{ }")
+        );
         assert_eq!(a.len(), 64);
+        let other = fingerprint_key(&Secret::generate());
+        assert_ne!(
+            a,
+            fingerprint(&other, &parts(&[], "/api/v1/orders/1"), b"{}")
+        );
+        let plain: String = Sha256::digest(b"POST\n/api/v1/orders/1\n{}")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(a, plain, "a keyed hash, not a plain one");
     }
 }

@@ -91,8 +91,15 @@ impl Service for OrderService {
         let mut background = background_work(&config, &db, &users, &tokens, platform);
         background.extend(follow_users);
         let breaker = users.clone();
+        let idempotency =
+            platform::idempotency::Guard::new(db.clone(), &config.auth.service.secret);
         Composition {
-            api: routes::router(AppState { db, users }).layer(tokens.layer()),
+            api: routes::router(AppState {
+                db,
+                users,
+                idempotency,
+            })
+            .layer(tokens.layer()),
             // Informational only: order-service stays healthy while user-service is down.
             health_info: Some(Arc::new(move || {
                 json!({

@@ -49,11 +49,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub struct AppState {
     pub db: Database,
     pub users: UserClient,
+    /// Idempotency keys on the writes, fingerprinted with a key derived from
+    /// order-service's own client secret.
+    pub idempotency: idempotency::Guard,
 }
 
 /// The order API routes, without the platform's middleware.
 pub fn router(state: AppState) -> Router {
-    let keyed = || from_fn_with_state(state.db.clone(), idempotency::enforce);
+    let keyed = || from_fn_with_state(state.idempotency.clone(), idempotency::enforce);
     Router::new()
         .route(
             "/api/v1/orders",

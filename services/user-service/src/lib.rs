@@ -31,6 +31,9 @@ use auth::config::AuthConfig;
 pub struct AppState {
     pub db: Database,
     pub auth: Arc<IdentityProvider>,
+    /// Idempotency keys on `POST /api/v1/users`, fingerprinted with a key derived
+    /// from the operator client's secret.
+    pub idempotency: platform::idempotency::Guard,
 }
 
 /// Handlers that need only the database take `State<Database>`.
@@ -106,6 +109,7 @@ impl Service for UserService {
         let outbox = OutboxMetrics::register(&platform.metrics, Self::NAME);
         Composition {
             api: routes::router(AppState {
+                idempotency: platform::idempotency::Guard::new(db.clone(), &config.operator.secret),
                 db: db.clone(),
                 auth,
             })

@@ -50,7 +50,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/users",
             post(create_user)
-                .layer(from_fn_with_state(state.db.clone(), idempotency::enforce))
+                .layer(from_fn_with_state(
+                    state.idempotency.clone(),
+                    idempotency::enforce,
+                ))
                 .get(list_users),
         )
         .route(
