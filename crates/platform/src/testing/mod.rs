@@ -12,9 +12,9 @@ mod events;
 mod http;
 mod lists;
 mod load;
-mod nats;
 mod redis;
 mod service;
+mod throwaway;
 mod traces;
 
 pub use auth::{TestAuth, test_auth};
@@ -28,9 +28,9 @@ pub use http::{
 };
 pub use lists::{assert_no_repeats, page_ids, walk_by_cursor, walk_by_page};
 pub use load::{Answer, Load, assert_documented, created_ids};
-pub use nats::TemporaryNats;
-pub use redis::{TemporaryRedis, redis_prefix, redis_url};
+pub use redis::{redis_prefix, redis_url};
 pub use service::{RunningService, migrated, test_config};
+pub use throwaway::TemporaryServer;
 pub use traces::{OtlpReceiver, ReceivedSpan, global_receiver};
 
 use serde_json::Value;

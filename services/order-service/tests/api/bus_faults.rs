@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use platform::testing::{Backend, TemporaryNats, TestDatabase, poll_until};
+use platform::testing::{Backend, TemporaryServer, TestDatabase, poll_until};
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{OrderService, StandIn, UserService};
 
 /// Variables that point a service at `nats` with a stream of the test's own.
-fn bus_vars(nats: &TemporaryNats, tag: &str) -> Vec<(String, String)> {
+fn bus_vars(nats: &TemporaryServer, tag: &str) -> Vec<(String, String)> {
     vec![
         ("NATS_URL".to_owned(), nats.url()),
         ("NATS_STREAM".to_owned(), format!("FAULT_{tag}")),
@@ -110,7 +110,7 @@ fn assert_published_once_in_order(outbox: &[String], stream: &[(String, String)]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_away_for_seconds_under_load_loses_nothing_and_duplicates_nothing() {
-    let mut nats = TemporaryNats::start().await;
+    let mut nats = TemporaryServer::nats().await;
     let vars = bus_vars(&nats, "away");
     let users = UserService::start_with(Backend::Postgres, &vars).await;
     let mut created = Vec::new();
@@ -153,7 +153,7 @@ async fn nats_away_for_seconds_under_load_loses_nothing_and_duplicates_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_relaying_one_database_publish_each_event_once_in_order() {
-    let nats = TemporaryNats::start().await;
+    let nats = TemporaryServer::nats().await;
     let vars = bus_vars(&nats, "replicas");
     let stand_in = StandIn::start(200, Duration::ZERO).await;
     let database = TestDatabase::create(Backend::Postgres).await;
@@ -213,7 +213,7 @@ pub(crate) fn spawn_binary(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_killed_between_commit_and_publish_publishes_after_restart() {
-    let mut nats = TemporaryNats::start().await;
+    let mut nats = TemporaryServer::nats().await;
     let vars = bus_vars(&nats, "killed");
     nats.stop().await;
     let stand_in = StandIn::start(200, Duration::ZERO).await;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use platform::testing::{
-    Answer, Backend, Load, RunningService, TemporaryRedis, TestClient, TestDatabase, metric_value,
+    Answer, Backend, Load, RunningService, TemporaryServer, TestClient, TestDatabase, metric_value,
     poll_until, redis_prefix, redis_url, test_auth, test_config,
 };
 use reqwest::StatusCode;
@@ -93,7 +93,7 @@ async fn a_burst_spread_over_two_replicas_is_held_to_one_shared_bucket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_stopped_under_load_replicas_answer_without_5xx_and_share_the_limit_again() {
-    let mut redis = TemporaryRedis::start().await;
+    let mut redis = TemporaryServer::redis().await;
     let database = TestDatabase::create(Backend::Postgres).await;
     let replicas = replicas(&database, &redis.url(), &redis_prefix()).await;
     let clients = [replicas[0].client.clone(), replicas[1].client.clone()];
