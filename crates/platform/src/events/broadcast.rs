@@ -129,12 +129,7 @@ async fn follow_once(
     listener: &Listener,
     live: &Liveness,
 ) -> anyhow::Result<()> {
-    Bus::Nats(nats.clone()).ensure_stream().await?;
-    let stream = nats
-        .context
-        .get_stream(&nats.stream)
-        .await
-        .map_err(|e| anyhow::anyhow!("stream {}: {e}", nats.stream))?;
+    let stream = nats.open_stream().await?;
     let consumer = stream
         .create_consumer(OrderedConfig {
             filter_subject: nats.subject(filter),

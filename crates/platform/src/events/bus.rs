@@ -115,6 +115,15 @@ impl NatsBus {
             None => canonical.to_owned(),
         }
     }
+
+    /// The stream the consumers read, created first if it is missing.
+    pub(super) async fn open_stream(&self) -> anyhow::Result<jetstream::stream::Stream> {
+        Bus::Nats(self.clone()).ensure_stream().await?;
+        self.context
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {}: {e}", self.stream))
+    }
 }
 
 impl Bus {

@@ -95,12 +95,7 @@ async fn consume_once(
     handler: &Handler,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    Bus::Nats(nats.clone()).ensure_stream().await?;
-    let stream = nats
-        .context
-        .get_stream(&nats.stream)
-        .await
-        .map_err(|e| anyhow::anyhow!("stream {}: {e}", nats.stream))?;
+    let stream = nats.open_stream().await?;
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
             durable,
