@@ -109,6 +109,7 @@ pub struct IdempotencyHeader {
     /// characters). A repeat with the same key and request within 24 h gets the
     /// first answer again, with `Idempotent-Replayed: true`, instead of writing twice.
     #[serde(rename = "Idempotency-Key")]
+    #[param(pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
 }
 

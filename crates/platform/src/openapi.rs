@@ -47,6 +47,7 @@ pub enum ErrorCode {
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
+    UnprocessableEntity,
     RateLimitExceeded,
     ServiceUnavailable,
     InternalError,
