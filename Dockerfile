@@ -34,9 +34,11 @@ COPY crates/platform/Cargo.toml crates/platform/Cargo.toml
 COPY services/user-service/Cargo.toml services/user-service/Cargo.toml
 COPY services/order-service/Cargo.toml services/order-service/Cargo.toml
 COPY services/audit-log-service/Cargo.toml services/audit-log-service/Cargo.toml
+COPY bench/floor/Cargo.toml bench/floor/Cargo.toml
 RUN set -eux; \
-    mkdir -p src crates/platform/src; \
+    mkdir -p src crates/platform/src bench/floor/src; \
     echo 'fn main() {}' > src/main.rs; \
+    echo 'fn main() {}' > bench/floor/src/main.rs; \
     touch crates/platform/src/lib.rs; \
     for svc in user-service order-service audit-log-service; do \
         mkdir -p "services/$svc/src"; \
