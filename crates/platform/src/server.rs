@@ -67,6 +67,11 @@ impl Platform {
     /// stack. Outermost first: request-id sanitising, request id, trace log (the request span),
     /// trace context answer, request-id echo, CORS,
     /// metrics, panic recovery, rate limit, timeout, body limit.
+    ///
+    /// The stack is one layer for the router: axum wraps every route in each layer
+    /// given to `Router::layer` separately, boxed, and clones a route's whole service
+    /// for each request, so twelve layers cost twelve boxed clones (and as many
+    /// allocations and frees) per request where one layer costs one.
     pub fn app(&self, api: Router, db: Database, info: Option<HealthInfo>) -> Router {
         let health = HealthState {
             service: self.settings.service_name,
@@ -74,34 +79,13 @@ impl Platform {
             shutdown: self.shutdown.clone(),
             info,
         };
-        let mut router = api
-            .merge(health::router(health))
-            .route(
-                "/metrics",
-                get(metrics::export).with_state(Arc::clone(&self.metrics)),
-            )
-            .fallback(|| async { ApiError::NotFound("route not found".to_owned()) })
-            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(
-                ServiceBuilder::new()
-                    .layer(HandleErrorLayer::new(|_: BoxError| async {
-                        ApiError::ServiceUnavailable("request timed out".to_owned())
-                    }))
-                    .timeout(self.settings.request_timeout),
-            );
-        if let Some(limiter) = &self.limiter {
-            router = router.layer(from_fn_with_state(Arc::clone(limiter), rate_limit::enforce));
-        }
-        router
-            .layer(CatchPanicLayer::custom(panic_response))
-            .layer(from_fn_with_state(
-                Arc::clone(&self.metrics),
-                metrics::track,
-            ))
-            .layer(cors(&self.settings.cors_allowed_origins))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(map_response(crate::otel::record_server_response))
+        let rate_limit = self
+            .limiter
+            .as_ref()
+            .map(|limiter| from_fn_with_state(Arc::clone(limiter), rate_limit::enforce));
+        let stack = ServiceBuilder::new()
+            .layer(map_request(drop_unusable_request_id))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(telemetry::request_span(self.settings.service_name))
@@ -115,8 +99,28 @@ impl Platform {
                             .latency_unit(LatencyUnit::Micros),
                     ),
             )
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(map_request(drop_unusable_request_id))
+            .layer(map_response(crate::otel::record_server_response))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(cors(&self.settings.cors_allowed_origins))
+            .layer(from_fn_with_state(
+                Arc::clone(&self.metrics),
+                metrics::track,
+            ))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .option_layer(rate_limit)
+            .layer(HandleErrorLayer::new(|_: BoxError| async {
+                ApiError::ServiceUnavailable("request timed out".to_owned())
+            }))
+            .timeout(self.settings.request_timeout)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        api.merge(health::router(health))
+            .route(
+                "/metrics",
+                get(metrics::export).with_state(Arc::clone(&self.metrics)),
+            )
+            .fallback(|| async { ApiError::NotFound("route not found".to_owned()) })
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .layer(stack)
     }
 }
 

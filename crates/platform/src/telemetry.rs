@@ -172,4 +172,42 @@ mod tests {
         assert_eq!(line["openTelemetry"]["spanId"], span_id.as_str(), "{line}");
         assert_eq!(line["span"]["request_id"], "r-1", "{line}");
     }
+
+    /// Whether debug spans (a store call, its statement) made inside a request
+    /// span, whose trace the sampler kept (`ratio` 1.0) or dropped (0.0),
+    /// become OpenTelemetry spans of their own.
+    fn debug_spans_traced_in_a_request_sampled_at(ratio: &str) -> bool {
+        let settings = TracingSettings::from_lookup(&crate::config::pairs(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", ratio),
+        ]))
+        .unwrap();
+        let (layer, tracing) = crate::otel::layer(&settings, "test").unwrap().unwrap();
+        let dispatch = subscriber(
+            EnvFilter::new("info"),
+            LogFormat::Json,
+            layer,
+            Lines::default,
+        );
+        let traced = tracing::dispatcher::with_default(&dispatch, || {
+            let request = Request::get("/x").body(()).unwrap();
+            let span = request_span("test")(&request);
+            let _entered = span.enter();
+            let store = tracing::debug_span!("store");
+            let _in_store = store.enter();
+            let sql = tracing::debug_span!("sql");
+            [&store, &sql]
+                .map(|s| s.context().span().span_context().is_valid())
+                .contains(&true)
+        });
+        drop(tracing);
+        traced
+    }
+
+    #[test]
+    fn debug_spans_are_traced_only_in_sampled_traces() {
+        assert!(debug_spans_traced_in_a_request_sampled_at("1.0"));
+        assert!(!debug_spans_traced_in_a_request_sampled_at("0.0"));
+    }
 }

@@ -11,6 +11,7 @@
 //! [`propagation`] carries the W3C trace context across every boundary: HTTP
 //! requests in and out, and events through the outbox and the bus.
 
+mod filter;
 pub mod propagation;
 
 use std::time::Duration;
@@ -21,12 +22,12 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
-use tracing::Level;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{Filtered, Targets};
+use tracing_subscriber::filter::Filtered;
 use tracing_subscriber::registry::Registry;
 
 use crate::config::{ConfigError, Env, Lookup};
+pub use filter::SpanFilter;
 
 pub use propagation::{
     context_from_traceparent, inject, record_server_response, start_server_span, traceparent,
@@ -34,7 +35,7 @@ pub use propagation::{
 
 /// The tracing layer with its filter, over the registry.
 pub type OtelLayer =
-    Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>;
+    Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, SpanFilter, Registry>;
 
 /// How traces are exported, from the standard variables (read once, at start).
 #[derive(Debug, Clone, PartialEq)]
@@ -264,31 +265,8 @@ pub fn layer(
         .with_tracked_inactivity(false)
         .with_level(false)
         .with_target(false)
-        .with_filter(span_filter());
+        .with_filter(SpanFilter::new());
     Ok(Some((layer, Tracing { provider })))
-}
-
-/// What becomes part of a trace: our own spans down to the SQL statements
-/// (debug), other crates' from info; never the exporter's own diagnostics
-/// (they would feed back into it), the drivers' statement logs (they may
-/// hold values) or the per-request "finished" line (the span has it).
-fn span_filter() -> Targets {
-    Targets::new()
-        .with_default(Level::INFO)
-        .with_targets([
-            ("platform", Level::DEBUG),
-            ("user_service", Level::DEBUG),
-            ("order_service", Level::DEBUG),
-            ("audit_log_service", Level::DEBUG),
-            ("microservices", Level::DEBUG),
-        ])
-        .with_targets([
-            ("opentelemetry", Level::ERROR),
-            ("sqlx", Level::WARN),
-            ("tokio_postgres", Level::WARN),
-            ("tower_http", Level::WARN),
-            ("async_nats", Level::WARN),
-        ])
 }
 
 #[cfg(test)]

@@ -22,6 +22,10 @@ pub const TRACEPARENT: &str = "traceparent";
 /// when the request carries a `traceparent`, else the root of a new trace;
 /// named `METHOD route` with the HTTP semantic conventions' attributes.
 /// `route` is the matched route template, `None` when no route matched.
+///
+/// The span starts here (its name and kind must be known by then), so the
+/// sampler's decision is known at once: an unsampled request skips the
+/// attributes and is marked so that its debug-level spans are not created.
 pub fn start_server_span<B>(span: &Span, request: &Request<B>, route: Option<&str>) {
     let parent = if request.headers().contains_key(TRACEPARENT) {
         TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()))
@@ -37,13 +41,33 @@ pub fn start_server_span<B>(span: &Span, request: &Request<B>, route: Option<&st
         Some(route) => format!("{method} {route}"),
         None => method.to_owned(),
     };
-    span.record("otel.name", name);
-    span.record("otel.kind", "server");
+    record_name_and_kind(span, &name, "server");
+    if !span.context().span().span_context().is_sampled() {
+        super::filter::mark_unsampled(span);
+        return;
+    }
     span.set_attribute("http.request.method", method.to_owned());
     span.set_attribute("url.path", request.uri().path().to_owned());
     if let Some(route) = route {
         span.set_attribute("http.route", route.to_owned());
     }
+}
+
+/// Records `otel.name` and `otel.kind` in one go: each record makes the JSON
+/// log layer serialise the span's fields again.
+fn record_name_and_kind(span: &Span, name: &str, kind: &str) {
+    let Some(fields) = span.metadata().map(tracing::Metadata::fields) else {
+        return;
+    };
+    let (Some(name_field), Some(kind_field)) =
+        (fields.field("otel.name"), fields.field("otel.kind"))
+    else {
+        return;
+    };
+    span.record_all(&fields.value_set(&[
+        (&name_field, Some(&name as &dyn tracing::Value)),
+        (&kind_field, Some(&kind as &dyn tracing::Value)),
+    ]));
 }
 
 /// Middleware (`map_response`, inside the request span): the status on the
