@@ -65,15 +65,16 @@ impl Service for UserService {
     const ENV_PREFIX: &'static str = "USER_SERVICE";
     const DEFAULT_PORT: u16 = 8081;
     const DEFAULT_DATABASE: &'static str = "userdb";
-    /// Versioned SQL, embedded in the binary. A new file is listed here too (a
-    /// test compares the list with the folders).
+    /// Versioned SQL, embedded in the binary: its own files and the platform's
+    /// outbox and idempotency tables. A new file is listed here too (a test
+    /// compares the list with the folders).
     const MIGRATIONS: Migrations = platform::embed_migrations![
         "20261124000001_create_users.sql",
         "20261203000001_identity.sql",
-        "20261203000002_outbox.sql",
+        OUTBOX,
         "20261205000001_search.sql",
-        "20261206000001_idempotency_keys.sql",
-        "20261215000001_outbox_trace_context.sql",
+        IDEMPOTENCY_KEYS,
+        OUTBOX_TRACE_CONTEXT,
     ];
 
     fn settings(env: &Env<'_>) -> Result<UserSettings, ConfigError> {

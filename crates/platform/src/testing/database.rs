@@ -123,35 +123,43 @@ pub async fn connect(url: &str) -> crate::db::Database {
 }
 
 /// Asserts that `migrations` embed exactly the files of the service's
-/// `migrations/postgres` and `migrations/sqlite`, with the versions, descriptions
-/// and checksums sqlx reads from those folders (what `sqlx::migrate!` embedded
-/// before, so databases migrated by an older build still validate).
+/// `migrations/postgres` and `migrations/sqlite`, plus the platform's shared ones
+/// it lists ([`crate::db::shared`]), with the versions, descriptions and checksums
+/// sqlx reads from those folders (what `sqlx::migrate!` embedded before, so
+/// databases migrated by an older build still validate).
 ///
 /// # Panics
 /// When a file is missing from the list, listed but absent, or read differently.
 pub fn assert_migrations_embedded(manifest_dir: &str, migrations: crate::db::Migrations) {
+    let read = |m: &sqlx::migrate::Migration| {
+        let m = m.clone();
+        (
+            m.version,
+            m.description,
+            m.migration_type,
+            m.checksum,
+            m.no_tx,
+        )
+    };
     for (folder, files) in [
         ("postgres", migrations.postgres),
         ("sqlite", migrations.sqlite),
     ] {
-        let dir = std::path::Path::new(manifest_dir)
-            .join("migrations")
-            .join(folder);
-        let read = |m: &sqlx::migrate::Migration| {
-            let m = m.clone();
-            (
-                m.version,
-                m.description,
-                m.migration_type,
-                m.checksum,
-                m.no_tx,
-            )
+        let resolve = |root: &str| {
+            let dir = std::path::Path::new(root).join("migrations").join(folder);
+            sqlx::migrate::resolve_blocking(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         };
-        let mut on_disk: Vec<_> = sqlx::migrate::resolve_blocking(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .iter()
-            .map(|(m, _)| read(m))
-            .collect();
+        let listed = |path: &std::path::Path| {
+            let name = path.file_name().and_then(|name| name.to_str());
+            files.iter().any(|file| Some(file.name) == name)
+        };
+        let mut on_disk: Vec<_> = resolve(manifest_dir).iter().map(|(m, _)| read(m)).collect();
+        for (m, path) in resolve(env!("CARGO_MANIFEST_DIR")) {
+            if listed(&path) && !on_disk.iter().any(|own| own.0 == m.version) {
+                on_disk.push(read(&m));
+            }
+        }
         on_disk.sort_by_key(|m| m.0);
         let migrator = crate::db::migrator(files).expect("well-named migrations");
         let embedded: Vec<_> = migrator.iter().map(read).collect();
