@@ -89,20 +89,11 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Cleanup::Postgres { name } = &self.cleanup {
             let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
-            // Drop runs inside the test's runtime, which cannot block on itself.
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    if let Ok(admin) = admin().await {
-                        let _ = admin.batch_execute(&sql).await;
-                    }
-                });
-            })
-            .join()
-            .ok();
+            super::block_on_own_thread(async move {
+                if let Ok(admin) = admin().await {
+                    let _ = admin.batch_execute(&sql).await;
+                }
+            });
         }
     }
 }
@@ -120,6 +111,32 @@ pub async fn connect(url: &str) -> crate::db::Database {
     crate::db::connect(&settings)
         .await
         .expect("direct connection")
+}
+
+/// The `n` that `sql` (`SELECT count(*) AS n …`) answers on the database at
+/// `url`, over a connection of its own (bypassing the service).
+///
+/// # Panics
+/// When the database cannot be reached or the query fails.
+pub async fn count_rows(url: &str, sql: &str) -> i64 {
+    let db = connect(url).await;
+    let n = db
+        .query_one(sql, &[])
+        .await
+        .expect("count")
+        .get("n")
+        .expect("n");
+    db.close().await;
+    n
+}
+
+/// How many events in the outbox of the database at `url` the relay has yet to publish.
+pub async fn unpublished_events(url: &str) -> i64 {
+    count_rows(
+        url,
+        "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
+    )
+    .await
 }
 
 /// Asserts that `migrations` embed exactly the files of the service's

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use platform::events::Event;
 use platform::testing::{RunningService, TestClient, TestStream, poll_until};
-use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::helpers::{AuditService, Backend, TEST_AUTH, TestDatabase, metric_value, test_config};
 /// user-service, order-service (pointed at it) and audit-log-service (trusting
@@ -89,32 +87,12 @@ impl Pipeline {
     /// Registers a user by itself (with a password), logs it in, and returns
     /// its id and the access token user-service issued.
     pub(crate) async fn register_and_log_in(&self, email: &str) -> (i64, String) {
-        let anonymous = self.users.client.anonymous();
-        let password = "pipeline-user-password";
-        let registered = anonymous
-            .post_json(
-                "/api/v1/users",
-                &json!({"email": email, "name": "Pipeline User", "age": 30, "password": password}),
-            )
+        let (user, token) = self
+            .users
+            .client
+            .register_and_log_in(email, "pipeline-user-password")
             .await;
-        assert_eq!(
-            registered.status,
-            StatusCode::CREATED,
-            "{}",
-            registered.body
-        );
-        let id = registered.body["data"]["id"].as_i64().expect("user id");
-        let login = anonymous
-            .post_json(
-                "/api/v1/auth/login",
-                &json!({"email": email, "password": password}),
-            )
-            .await;
-        assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-        let token = login.body["data"]["access_token"]
-            .as_str()
-            .expect("access_token");
-        (id, token.to_owned())
+        (user["id"].as_i64().expect("user id"), token)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use platform::testing::{Backend, TemporaryServer, TestDatabase, poll_until};
+use platform::testing::{Backend, TemporaryServer, TestDatabase, poll_until, unpublished_events};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -70,21 +70,6 @@ async fn outbox_ids(url: &str) -> Vec<String> {
         .collect()
 }
 
-async fn unpublished(url: &str) -> i64 {
-    let db = platform::testing::connect(url).await;
-    let n = db
-        .query_one(
-            "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get("n")
-        .expect("n");
-    db.close().await;
-    n
-}
-
 /// Every outbox event is on the stream exactly once, in outbox order.
 fn assert_published_once_in_order(outbox: &[String], stream: &[(String, String)]) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -127,13 +112,13 @@ async fn nats_away_for_seconds_under_load_loses_nothing_and_duplicates_nothing()
     // The bus stays away for 10 s in all.
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert!(
-        unpublished(users.database_url()).await > 0,
+        unpublished_events(users.database_url()).await > 0,
         "the bus was away, yet nothing waits"
     );
     nats.restart().await;
     create(20).await;
     let drained = poll_until(Duration::from_secs(30), || async {
-        unpublished(users.database_url()).await == 0
+        unpublished_events(users.database_url()).await == 0
     })
     .await;
     assert!(
@@ -171,7 +156,7 @@ async fn two_replicas_relaying_one_database_publish_each_event_once_in_order() {
         assert_eq!(changed.status, StatusCode::OK);
     }
     let drained = poll_until(Duration::from_secs(30), || async {
-        unpublished(&database.url).await == 0
+        unpublished_events(&database.url).await == 0
     })
     .await;
     assert!(drained.is_some(), "the outbox did not drain");
@@ -242,14 +227,14 @@ async fn a_service_killed_between_commit_and_publish_publishes_after_restart() {
     first.kill().expect("SIGKILL");
     first.wait().expect("reaped");
     assert_eq!(
-        unpublished(&database.url).await,
+        unpublished_events(&database.url).await,
         1,
         "the event was committed with the order"
     );
     nats.restart().await;
     let mut second = spawn_binary(port, &database.url, &stand_in.url(), &vars);
     let published = poll_until(Duration::from_secs(60), || async {
-        unpublished(&database.url).await == 0
+        unpublished_events(&database.url).await == 0
     })
     .await;
     let _ = second.kill();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use platform::backend_tests;
-use platform::testing::{Backend, TestStream, poll_until};
+use platform::testing::{Backend, TestStream, poll_until, unpublished_events};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -132,11 +132,7 @@ backend_tests! {
 async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_cancelled() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let stream = TestStream::new();
-        let bus: Vec<(String, String)> = stream
-            .vars()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let bus = stream.owned_vars();
         let (users, orders) = start_pair(backend, &bus).await;
         let user = users.create_user("leaving@example.com", true).await;
         let pending = orders.create_order_id(user).await;
@@ -175,8 +171,8 @@ async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_canc
         assert_eq!(shipped.body["data"]["status"], "shipped");
         // Both outboxes drain; the cancellation is itself an event, by system.
         let drained = poll_until(Duration::from_secs(15), || async {
-            unpublished(users.database_url()).await == 0
-                && unpublished(orders.database_url()).await == 0
+            unpublished_events(users.database_url()).await == 0
+                && unpublished_events(orders.database_url()).await == 0
         })
         .await;
         assert!(drained.is_some(), "{backend:?}: the outbox did not drain");
@@ -193,19 +189,4 @@ async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_canc
             "{metrics}"
         );
     }
-}
-
-async fn unpublished(url: &str) -> i64 {
-    let db = platform::testing::connect(url).await;
-    let count = db
-        .query_one(
-            "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get("n")
-        .expect("n");
-    db.close().await;
-    count
 }
