@@ -42,6 +42,7 @@ pub struct OrderService;
 impl Service for OrderService {
     /// `ORDER_SERVICE_*`, the contract's `CIRCUIT_BREAKER_*` and the shared `AUTH_*`.
     type Settings = OrderSettings;
+    type ApiDoc = routes::ApiDoc;
     const NAME: &'static str = "order-service";
     const ABOUT: &'static str =
         "Order management: orders checked against user-service through a circuit breaker.";
@@ -62,10 +63,6 @@ impl Service for OrderService {
 
     fn settings(env: &Env<'_>) -> Result<OrderSettings, ConfigError> {
         OrderSettings::from_env(env)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        routes::openapi()
     }
 
     fn compose(config: OrderSettings, db: Database, platform: &Platform) -> Composition {

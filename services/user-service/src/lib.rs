@@ -60,6 +60,7 @@ impl Service for UserService {
     /// and the bus (`NATS_*`); the rest is what every service reads
     /// (`USER_SERVICE_*`, as the contract).
     type Settings = UserSettings;
+    type ApiDoc = routes::ApiDoc;
     const NAME: &'static str = "user-service";
     const ABOUT: &'static str = "User management and identity: users over PostgreSQL or embedded SQLite, tokens for every service.";
     const ENV_PREFIX: &'static str = "USER_SERVICE";
@@ -85,10 +86,6 @@ impl Service for UserService {
             auth: AuthConfig::from_env(&shared, env, &database)?,
             events: EventSettings::from_env(&shared)?,
         })
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        routes::openapi()
     }
 
     fn compose(settings: UserSettings, db: Database, platform: &Platform) -> Composition {
