@@ -139,6 +139,25 @@ pub async fn unpublished_events(url: &str) -> i64 {
     .await
 }
 
+/// Every event in the outbox of the database at `url`, oldest first, as written
+/// (as [`crate::events::Event`]s or JSON values).
+///
+/// # Panics
+/// When the outbox cannot be read or an event is not a `T`.
+pub async fn outbox_events<T: serde::de::DeserializeOwned>(url: &str) -> Vec<T> {
+    let db = connect(url).await;
+    let rows = db
+        .query("SELECT event FROM outbox ORDER BY seq", &[])
+        .await
+        .expect("read the outbox");
+    db.close().await;
+    rows.iter()
+        .map(|row| {
+            serde_json::from_str(&row.get::<String>("event").expect("event")).expect("an event")
+        })
+        .collect()
+}
+
 /// Asserts that `migrations` embed exactly the files of the service's
 /// `migrations/postgres` and `migrations/sqlite`, plus the platform's shared ones
 /// it lists ([`crate::db::shared`]), with the versions, descriptions and checksums

@@ -148,24 +148,19 @@ impl TestClient {
     /// # Panics
     /// When the service does not answer 200 with a token.
     pub async fn client_token(&self, client_id: &str, secret: &str) -> String {
-        self.anonymous()
-            .post_json(
-                "/api/v1/auth/token",
-                &serde_json::json!({"client_id": client_id, "client_secret": secret}),
-            )
-            .await
-            .access_token()
+        let body = serde_json::json!({"client_id": client_id, "client_secret": secret});
+        self.token("/api/v1/auth/token", &body).await
     }
 
     /// Logs a user in at user-service and returns its token, asserting 200.
     pub async fn login(&self, email: &str, password: &str) -> String {
-        self.anonymous()
-            .post_json(
-                "/api/v1/auth/login",
-                &serde_json::json!({"email": email, "password": password}),
-            )
-            .await
-            .access_token()
+        let body = serde_json::json!({"email": email, "password": password});
+        self.token("/api/v1/auth/login", &body).await
+    }
+
+    /// The token user-service answers to `body` at `path`, sent without one.
+    async fn token(&self, path: &str, body: &Value) -> String {
+        self.anonymous().post_json(path, body).await.access_token()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -21,7 +21,7 @@ pub use auth::{TestAuth, test_auth};
 pub use cluster::{Outage, TemporaryPostgres, database_outage_under_load, free_port};
 pub use database::{
     Backend, TestDatabase, admin_url, assert_column_list, assert_migrations_embedded, connect,
-    count_rows, unpublished_events,
+    count_rows, outbox_events, unpublished_events,
 };
 pub use events::{TestStream, nats_url};
 pub use http::{

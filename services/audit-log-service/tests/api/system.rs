@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use platform::events::Event;
-use platform::testing::{RunningService, TestClient, TestStream, poll_until};
+use platform::testing::{RunningService, TestClient, TestStream, outbox_events, poll_until};
 
 use crate::helpers::{AuditService, Backend, TEST_AUTH, TestDatabase, metric_value, test_config};
 /// user-service, order-service (pointed at it) and audit-log-service (trusting
@@ -79,8 +79,8 @@ impl Pipeline {
             "the audit log did not catch up with the outboxes: {}",
             self.audit.metrics().await
         );
-        let mut events = outbox(&self.databases[0].url).await;
-        events.extend(outbox(&self.databases[1].url).await);
+        let mut events: Vec<Event> = outbox_events(&self.databases[0].url).await;
+        events.extend(outbox_events::<Event>(&self.databases[1].url).await);
         events
     }
 
@@ -127,19 +127,4 @@ async fn outbox_counts(url: &str) -> (i64, i64) {
         row.get("total").expect("total"),
         row.get("published").expect("published"),
     )
-}
-
-/// Every event in the outbox at `url`, oldest first, as written.
-async fn outbox(url: &str) -> Vec<Event> {
-    let db = platform::testing::connect(url).await;
-    let rows = db
-        .query("SELECT event FROM outbox ORDER BY seq", &[])
-        .await
-        .expect("read the outbox");
-    db.close().await;
-    rows.iter()
-        .map(|row| {
-            serde_json::from_str(&row.get::<String>("event").expect("event")).expect("an event")
-        })
-        .collect()
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use platform::testing::{Backend, TemporaryServer, TestDatabase, poll_until, unpublished_events};
+use platform::events::Event;
+use platform::testing::{
+    Backend, TemporaryServer, TestDatabase, outbox_events, poll_until, unpublished_events,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -59,15 +62,8 @@ async fn stream_events(url: &str, stream: &str) -> Vec<(String, String)> {
 
 /// The outbox's event ids, in the order they were written.
 async fn outbox_ids(url: &str) -> Vec<String> {
-    let db = platform::testing::connect(url).await;
-    let rows = db
-        .query("SELECT event_id FROM outbox ORDER BY seq", &[])
-        .await
-        .expect("outbox");
-    db.close().await;
-    rows.iter()
-        .map(|r| r.get::<String>("event_id").unwrap())
-        .collect()
+    let events: Vec<Event> = outbox_events(url).await;
+    events.iter().map(|event| event.id.to_string()).collect()
 }
 
 /// Every outbox event is on the stream exactly once, in outbox order.

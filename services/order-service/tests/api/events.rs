@@ -5,24 +5,11 @@
 use std::time::Duration;
 
 use platform::backend_tests;
-use platform::testing::{Backend, TestStream, poll_until, unpublished_events};
+use platform::testing::{Backend, TestStream, outbox_events, poll_until, unpublished_events};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{OrderService, TEST_AUTH, UserService};
-
-/// Every event in a service's outbox, oldest first, as written.
-async fn outbox(url: &str) -> Vec<Value> {
-    let db = platform::testing::connect(url).await;
-    let rows = db
-        .query("SELECT event FROM outbox ORDER BY seq", &[])
-        .await
-        .expect("read outbox");
-    db.close().await;
-    rows.iter()
-        .map(|row| serde_json::from_str(&row.get::<String>("event").unwrap()).unwrap())
-        .collect()
-}
 
 /// `(type, actor.sub, resource_id)` of each event.
 fn summary(events: &[Value]) -> Vec<(String, String, String)> {
@@ -87,7 +74,7 @@ backend_tests! {
         users.service.client.delete(&format!("/api/v1/users/{id}")).await;
 
         let id = id.to_string();
-        let user_events = outbox(users.database_url()).await;
+        let user_events = outbox_events::<Value>(users.database_url()).await;
         assert_eq!(summary(&user_events), owned(&[
             ("user.created", "anonymous", &id),
             ("user.updated", &id, &id),
@@ -100,7 +87,7 @@ backend_tests! {
         ]));
         assert_eq!(user_events[1]["payload"]["changed"], json!(["name"]));
         assert_eq!(user_events[3]["actor"]["roles"], json!(["user"]));
-        let order_events = outbox(orders.database_url()).await;
+        let order_events = outbox_events::<Value>(orders.database_url()).await;
         assert_eq!(summary(&order_events), owned(&[
             ("order.created", &id, &order),
             ("order.status_changed", &id, &order),
@@ -123,7 +110,7 @@ backend_tests! {
         users.create_user("dup@example.com", true).await;
         let duplicate = users.service.client.post_json("/api/v1/users", &json!({"email": "dup@example.com", "name": "Dup User", "age": 3})).await;
         assert_eq!(duplicate.status, StatusCode::CONFLICT);
-        let events = outbox(users.database_url()).await;
+        let events = outbox_events::<Value>(users.database_url()).await;
         assert_eq!(events.len(), 1, "{events:?}");
     }
 }
@@ -176,7 +163,10 @@ async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_canc
         })
         .await;
         assert!(drained.is_some(), "{backend:?}: the outbox did not drain");
-        let last = outbox(orders.database_url()).await.pop().unwrap();
+        let last = outbox_events::<Value>(orders.database_url())
+            .await
+            .pop()
+            .unwrap();
         assert_eq!(
             (last["type"].as_str(), last["actor"]["sub"].as_str()),
             (Some("order.status_changed"), Some("system"))
