@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use platform::events::Event;
-use platform::testing::{RunningService, TestClient, TestStream, outbox_events, poll_until};
+use platform::testing::{
+    RunningService, TestClient, TestResponse, TestStream, outbox_events, poll_until,
+};
+use reqwest::StatusCode;
 
 use crate::helpers::{AuditService, Backend, TEST_AUTH, TestDatabase, metric_value, test_config};
 /// user-service, order-service (pointed at it) and audit-log-service (trusting
@@ -82,6 +85,20 @@ impl Pipeline {
         let mut events: Vec<Event> = outbox_events(&self.databases[0].url).await;
         events.extend(outbox_events::<Event>(&self.databases[1].url).await);
         events
+    }
+
+    /// Places an order (one P-1 at 3.00) as the user whose token this is,
+    /// asserting 201.
+    pub(crate) async fn place_order(&self, token: &str) -> TestResponse {
+        let order = serde_json::json!({"product_id": "P-1", "quantity": 1, "total_price": 3});
+        let created = self
+            .orders
+            .client
+            .with_token(token)
+            .post_json("/api/v1/orders", &order)
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        created
     }
 
     /// Registers a user by itself (with a password), logs it in, and returns

@@ -87,10 +87,7 @@ backend_tests! {
         let receiver = global_receiver();
         let pipeline = Pipeline::start(backend).await;
         let (_, token) = pipeline.register_and_log_in("traced@example.com").await;
-        let created = pipeline.orders.client.with_token(&token)
-            .post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3}))
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let created = pipeline.place_order(&token).await;
 
         let trace = trace_id(&created);
         let spans = receiver.wait_for_trace(&trace, |spans| {
@@ -122,10 +119,7 @@ backend_tests! {
         let receiver = global_receiver();
         let pipeline = Pipeline::start(backend).await;
         let (id, token) = pipeline.register_and_log_in("deleted@example.com").await;
-        let created = pipeline.orders.client.with_token(&token)
-            .post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3}))
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        pipeline.place_order(&token).await;
         let deleted = as_admin(&pipeline.users).delete(&format!("/api/v1/users/{id}")).await;
         assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
 
