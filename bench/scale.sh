@@ -22,19 +22,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BENCH=$ROOT/bench
-cd "$ROOT"
-
-log() { printf '[scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-py() { python3 "$BENCH/bench.py" "$@"; }
-
 # shellcheck source=../scripts/common.sh
 . "$ROOT/scripts/common.sh"
-parse_mode 24 "$@"
+start_script scale 21 "$@"
 
-THREADS=${BENCH_THREADS:-2}
-CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-2} CONNECTIONS=${BENCH_CONNECTIONS:-32}
 if [[ $MODE == smoke ]]; then
     SMALL=300 LARGE=3000 SQLITE=1000 DURATION=1 WARMUP=0
 else

@@ -65,12 +65,14 @@ export AUTH_CLIENT_SECRET AUTH_SERVICE_CLIENT_SECRET
 # Longer than a fuzzing run; failed logins are fuzzed too, so lift their throttle.
 export AUTH_TOKEN_TTL_MINUTES=120 AUTH_LOGIN_MAX_FAILURES=1000000
 
-start_user_service() { # port, database file
-    USER_SERVICE_HOST=127.0.0.1 USER_SERVICE_PORT="$1" USER_SERVICE_RATE_LIMIT=0 \
-        USER_SERVICE_LOG_LEVEL=warn USER_SERVICE_DATABASE_URL="sqlite:$2" \
-        "$BIN/user-service" >>"$WORK/user-service.log" 2>&1 &
+start_service() { # binary, variable prefix, port, database file, more VAR=value...
+    local name=$1 prefix=$2 port=$3 database=$4
+    shift 4
+    env "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" "${prefix}_RATE_LIMIT=0" \
+        "${prefix}_LOG_LEVEL=warn" "${prefix}_DATABASE_URL=sqlite:$database" "$@" \
+        "$BIN/$name" >>"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
-    wait_ready "$1"
+    wait_ready "$port"
 }
 
 admin_token() { # user-service port
@@ -90,36 +92,28 @@ fuzz() { # name, port, token
 }
 
 USERS_PORT="$(free_port)"
-start_user_service "$USERS_PORT" "$WORK/users-fuzz.db"
+start_service user-service USER_SERVICE "$USERS_PORT" "$WORK/users-fuzz.db"
 fuzz user-service "$USERS_PORT" "$(admin_token "$USERS_PORT")"
 
 # order-service, with a fresh user-service holding one active user (id 1), so
 # that generated orders for user 1 reach the core logic instead of a 404.
 BACKING_PORT="$(free_port)"
-start_user_service "$BACKING_PORT" "$WORK/users-backing.db"
+start_service user-service USER_SERVICE "$BACKING_PORT" "$WORK/users-backing.db"
 TOKEN="$(admin_token "$BACKING_PORT")"
 curl -fsS -X POST "http://127.0.0.1:$BACKING_PORT/api/v1/users" -H 'Content-Type: application/json' \
     -H "Authorization: Bearer $TOKEN" \
     -d '{"email":"fuzz@example.com","name":"Fuzz Customer","age":30}' >/dev/null
 ORDERS_PORT="$(free_port)"
-ORDER_SERVICE_HOST=127.0.0.1 ORDER_SERVICE_PORT="$ORDERS_PORT" ORDER_SERVICE_RATE_LIMIT=0 \
-    ORDER_SERVICE_LOG_LEVEL=warn ORDER_SERVICE_DATABASE_URL="sqlite:$WORK/orders.db" \
-    ORDER_SERVICE_USER_SERVICE_URL="http://127.0.0.1:$BACKING_PORT" \
-    "$BIN/order-service" >>"$WORK/order-service.log" 2>&1 &
-PIDS+=($!)
-wait_ready "$ORDERS_PORT"
+start_service order-service ORDER_SERVICE "$ORDERS_PORT" "$WORK/orders.db" \
+    "ORDER_SERVICE_USER_SERVICE_URL=http://127.0.0.1:$BACKING_PORT"
 fuzz order-service "$ORDERS_PORT" "$TOKEN"
 
 # audit-log-service, verifying tokens with the backing user-service's keys. Without
 # NATS_URL it consumes nothing, so a few entries are written straight into its
 # table (as its consumer would) for the list to answer with.
 AUDIT_PORT="$(free_port)"
-AUDIT_LOG_SERVICE_HOST=127.0.0.1 AUDIT_LOG_SERVICE_PORT="$AUDIT_PORT" AUDIT_LOG_SERVICE_RATE_LIMIT=0 \
-    AUDIT_LOG_SERVICE_LOG_LEVEL=warn AUDIT_LOG_SERVICE_DATABASE_URL="sqlite:$WORK/audit.db" \
-    AUDIT_LOG_SERVICE_USER_SERVICE_URL="http://127.0.0.1:$BACKING_PORT" \
-    "$BIN/audit-log-service" >>"$WORK/audit-log-service.log" 2>&1 &
-PIDS+=($!)
-wait_ready "$AUDIT_PORT"
+start_service audit-log-service AUDIT_LOG_SERVICE "$AUDIT_PORT" "$WORK/audit.db" \
+    "AUDIT_LOG_SERVICE_USER_SERVICE_URL=http://127.0.0.1:$BACKING_PORT"
 python3 - "$WORK/audit.db" <<'PYTHON'
 import json, sqlite3, sys, uuid
 

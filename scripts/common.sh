@@ -1,4 +1,19 @@
-# Sourced by bench/run.sh and scripts/soak.sh (which define log and die).
+# Sourced by the bench and soak scripts (bench/run.sh, bench/scale.sh,
+# bench/tracing.sh, scripts/soak.sh), right after they find ROOT.
+
+# start_script TAG HELP_LINES ARGS...: the preamble every one of them shares:
+# log and die (lines tagged TAG, on stderr), py (bench/bench.py), BENCH, the
+# working directory ROOT, and MODE from the arguments (parse_mode).
+start_script() {
+    LOG_TAG=$1
+    shift
+    log() { printf '[%s %s] %s\n' "$LOG_TAG" "$(date +%H:%M:%S)" "$*" >&2; }
+    die() { log "ERROR: $*"; exit 1; }
+    py() { python3 "$ROOT/bench/bench.py" "$@"; }
+    BENCH=$ROOT/bench
+    cd "$ROOT"
+    parse_mode "$@"
+}
 
 # parse_mode HELP_LINES ARGS...: sets MODE to smoke (--smoke) or full; --help
 # prints the calling script's header comment (its lines 2..HELP_LINES).

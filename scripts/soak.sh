@@ -27,14 +27,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-log() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-py() { python3 "$ROOT/bench/bench.py" "$@"; }
-
 # shellcheck source=common.sh
 . "$ROOT/scripts/common.sh"
-parse_mode 29 "$@"
+start_script soak 29 "$@"
 if [[ $MODE == smoke ]]; then
     DURATION=${SOAK_DURATION:-12} WARMUP=${SOAK_WARMUP:-4} SEED=${SOAK_SEED:-300}
 else

@@ -985,35 +985,33 @@ cp .env.example "$WORK/user/.env"
 cp .env.example "$WORK/order/.env"
 cp .env.example "$WORK/audit/.env"
 
-start_order() {
-    (cd "$WORK/order" && exec env \
-        ORDER_SERVICE_HOST=127.0.0.1 ORDER_SERVICE_PORT="$ORDER_PORT" \
-        ORDER_SERVICE_DATABASE_URL="sqlite:$WORK/order/order-service.db" \
-        ORDER_SERVICE_RATE_LIMIT=0 ORDER_SERVICE_USER_SERVICE_URL="$USER_URL" \
-        ORDER_SERVICE_USER_SERVICE_TIMEOUT_MS=1000 ORDER_SERVICE_VERIFY_INTERVAL=1 \
-        CIRCUIT_BREAKER_TIMEOUT=1 \
-        "$BIN_DIR/order-service") >"$WORK/order-service.log" 2>&1 &
+# start_service NAME DIR PREFIX PORT [VAR=value...]: the binary NAME in $WORK/DIR (with
+# its .env) on PORT, on its own SQLite file there, the rate limiter off; $! is its pid.
+start_service() {
+    local name=$1 dir=$2 prefix=$3 port=$4
+    shift 4
+    (cd "$WORK/$dir" && exec env \
+        "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" \
+        "${prefix}_DATABASE_URL=sqlite:$WORK/$dir/$name.db" \
+        "${prefix}_RATE_LIMIT=0" "$@" \
+        "$BIN_DIR/$name") >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
+}
+start_order() {
+    start_service order-service order ORDER_SERVICE "$ORDER_PORT" \
+        ORDER_SERVICE_USER_SERVICE_URL="$USER_URL" ORDER_SERVICE_USER_SERVICE_TIMEOUT_MS=1000 \
+        ORDER_SERVICE_VERIFY_INTERVAL=1 CIRCUIT_BREAKER_TIMEOUT=1
     ORDER_PID=$!
 }
 # Without NATS_URL (not set here, commented out in .env.example) it consumes nothing:
 # what is checked is its API, metrics and probes.
 start_audit() {
-    (cd "$WORK/audit" && exec env \
-        AUDIT_LOG_SERVICE_HOST=127.0.0.1 AUDIT_LOG_SERVICE_PORT="$AUDIT_PORT" \
-        AUDIT_LOG_SERVICE_DATABASE_URL="sqlite:$WORK/audit/audit-log-service.db" \
-        AUDIT_LOG_SERVICE_RATE_LIMIT=0 AUDIT_LOG_SERVICE_USER_SERVICE_URL="$USER_URL" \
-        "$BIN_DIR/audit-log-service") >"$WORK/audit-log-service.log" 2>&1 &
-    PIDS+=($!)
+    start_service audit-log-service audit AUDIT_LOG_SERVICE "$AUDIT_PORT" \
+        AUDIT_LOG_SERVICE_USER_SERVICE_URL="$USER_URL"
     AUDIT_PID=$!
 }
 start_user() {
-    (cd "$WORK/user" && exec env \
-        USER_SERVICE_HOST=127.0.0.1 USER_SERVICE_PORT="$USER_PORT" \
-        USER_SERVICE_DATABASE_URL="sqlite:$WORK/user/user-service.db" \
-        USER_SERVICE_RATE_LIMIT=0 \
-        "$BIN_DIR/user-service") >"$WORK/user-service.log" 2>&1 &
-    PIDS+=($!)
+    start_service user-service user USER_SERVICE "$USER_PORT"
     USER_PID=$!
 }
 wait_live() { # NAME URL PID

@@ -48,8 +48,14 @@ pub trait Service: 'static {
     /// A [`ConfigError`] naming the first variable that is set but invalid.
     fn settings(env: &Env<'_>) -> Result<Self::Settings, ConfigError>;
 
-    /// The service's OpenAPI document.
-    fn openapi() -> utoipa::openapi::OpenApi;
+    /// Its handlers' OpenAPI document (`#[derive(utoipa::OpenApi)]`).
+    type ApiDoc: utoipa::OpenApi;
+
+    /// The service's OpenAPI 3.1 document: [`Self::ApiDoc`] with the responses
+    /// and headers every service shares.
+    fn openapi() -> utoipa::openapi::OpenApi {
+        crate::openapi::finish(<Self::ApiDoc as utoipa::OpenApi>::openapi())
+    }
 
     /// The service's routes, health information and background work, over a
     /// migrated database.

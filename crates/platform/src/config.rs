@@ -134,6 +134,17 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// An `http://` or `https://` URL with a host (another service's address).
+    pub fn http_url_or(&self, suffix: &str, default: &str) -> Result<String, ConfigError> {
+        let url = self.raw(suffix).unwrap_or_else(|| default.to_owned());
+        match reqwest::Url::parse(&url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+                Ok(url)
+            }
+            _ => Err(self.invalid(suffix, &url, "expected an http:// or https:// URL")),
+        }
+    }
+
     pub fn invalid(&self, suffix: &str, value: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             variable: self.name(suffix),

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::link::LinkBuilder;
-use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Required, Type};
@@ -157,15 +157,8 @@ pub fn add_bearer_security(spec: &mut OpenApi) {
         .security_schemes
         .insert("bearer".to_owned(), scheme.into());
     for item in spec.paths.paths.values_mut() {
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|op| op.security.as_ref().is_some_and(|s| !s.is_empty()))
+        for operation in
+            operations(item).filter(|op| op.security.as_ref().is_some_and(|s| !s.is_empty()))
         {
             let challenge = HeaderBuilder::new()
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
@@ -193,6 +186,18 @@ pub fn add_bearer_security(spec: &mut OpenApi) {
     }
 }
 
+/// The operations of one path (the methods our services use).
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 fn error_content() -> utoipa::openapi::Content {
     ContentBuilder::new()
         .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
@@ -205,15 +210,7 @@ fn error_content() -> utoipa::openapi::Content {
 pub fn add_common_responses(spec: &mut OpenApi) {
     for (path, item) in &mut spec.paths.paths {
         let api = path.starts_with("/api/");
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in operations(item) {
             add_request_id(operation);
             if api {
                 add_error(

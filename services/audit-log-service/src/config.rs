@@ -30,7 +30,7 @@ impl AuditSettings {
     /// A [`ConfigError`] naming the first variable that is set but invalid.
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
         let shared = env.with_prefix("");
-        let user_service_url = user_service_url(env)?;
+        let user_service_url = env.http_url_or("USER_SERVICE_URL", "http://localhost:8081")?;
         let jwks = format!(
             "{}/.well-known/jwks.json",
             user_service_url.trim_end_matches('/')
@@ -43,20 +43,6 @@ impl AuditSettings {
             events: EventSettings::from_env(&shared)?,
             user_service_url,
         })
-    }
-}
-
-fn user_service_url(env: &Env<'_>) -> Result<String, ConfigError> {
-    let url = env
-        .raw("USER_SERVICE_URL")
-        .unwrap_or_else(|| "http://localhost:8081".to_owned());
-    match reqwest::Url::parse(&url) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
-        _ => Err(env.invalid(
-            "USER_SERVICE_URL",
-            &url,
-            "expected an http:// or https:// URL",
-        )),
     }
 }
 

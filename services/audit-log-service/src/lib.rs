@@ -33,6 +33,7 @@ impl Service for AuditLogService {
     /// `AUDIT_LOG_SERVICE_USER_SERVICE_URL`, the shared `AUTH_*` verifier
     /// settings and `NATS_*`.
     type Settings = AuditSettings;
+    type ApiDoc = routes::ApiDoc;
     const NAME: &'static str = "audit-log-service";
     const ABOUT: &'static str =
         "Append-only audit log: every event of every service, stored once, read by admins.";
@@ -46,10 +47,6 @@ impl Service for AuditLogService {
 
     fn settings(env: &Env<'_>) -> Result<AuditSettings, ConfigError> {
         AuditSettings::from_env(env)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        routes::openapi()
     }
 
     fn compose(config: AuditSettings, db: Database, platform: &Platform) -> Composition {

@@ -87,7 +87,7 @@ impl OrderSettings {
     /// A [`ConfigError`] naming the first variable that is set but invalid.
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
         let breaker_env = env.with_prefix("CIRCUIT_BREAKER");
-        let user_service_url = user_service_url(env)?;
+        let user_service_url = env.http_url_or("USER_SERVICE_URL", "http://localhost:8081")?;
         Ok(Self {
             auth: AuthSettings::from_env(env, &user_service_url)?,
             breaker: BreakerSettings {
@@ -113,20 +113,6 @@ fn at_least_one(env: &Env<'_>, suffix: &str, default: usize) -> Result<usize, Co
     match env.parse_or(suffix, default)? {
         0 => Err(env.invalid(suffix, "0", "must be at least 1")),
         count => Ok(count),
-    }
-}
-
-fn user_service_url(env: &Env<'_>) -> Result<String, ConfigError> {
-    let url = env
-        .raw("USER_SERVICE_URL")
-        .unwrap_or_else(|| "http://localhost:8081".to_owned());
-    match reqwest::Url::parse(&url) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
-        _ => Err(env.invalid(
-            "USER_SERVICE_URL",
-            &url,
-            "expected an http:// or https:// URL",
-        )),
     }
 }
 

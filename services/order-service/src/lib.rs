@@ -42,29 +42,27 @@ pub struct OrderService;
 impl Service for OrderService {
     /// `ORDER_SERVICE_*`, the contract's `CIRCUIT_BREAKER_*` and the shared `AUTH_*`.
     type Settings = OrderSettings;
+    type ApiDoc = routes::ApiDoc;
     const NAME: &'static str = "order-service";
     const ABOUT: &'static str =
         "Order management: orders checked against user-service through a circuit breaker.";
     const ENV_PREFIX: &'static str = "ORDER_SERVICE";
     const DEFAULT_PORT: u16 = 8082;
     const DEFAULT_DATABASE: &'static str = "orderdb";
-    /// Versioned SQL, embedded in the binary. A new file is listed here too (a
-    /// test compares the list with the folders).
+    /// Versioned SQL, embedded in the binary: its own files and the platform's
+    /// outbox and idempotency tables. A new file is listed here too (a test
+    /// compares the list with the folders).
     const MIGRATIONS: Migrations = platform::embed_migrations![
         "20261124000001_create_orders.sql",
         "20261203000001_identity.sql",
-        "20261203000002_outbox.sql",
+        OUTBOX,
         "20261205000001_list_indexes.sql",
-        "20261206000001_idempotency_keys.sql",
-        "20261215000001_outbox_trace_context.sql",
+        IDEMPOTENCY_KEYS,
+        OUTBOX_TRACE_CONTEXT,
     ];
 
     fn settings(env: &Env<'_>) -> Result<OrderSettings, ConfigError> {
         OrderSettings::from_env(env)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        routes::openapi()
     }
 
     fn compose(config: OrderSettings, db: Database, platform: &Platform) -> Composition {

@@ -37,12 +37,7 @@ use platform::{ApiError, ApiJson, ApiResponse, ApiResult, Caller, ListQuery, Pat
     components(schemas(ErrorEnvelope)),
     tags((name = "orders", description = "Order CRUD and status changes"), (name = "operations", description = "Health and metrics")),
 )]
-struct ApiDoc;
-
-/// The OpenAPI 3.1 document of this service, with the shared responses and headers.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    platform::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi())
-}
+pub struct ApiDoc;
 
 /// What the handlers share.
 #[derive(Clone)]

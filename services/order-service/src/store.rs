@@ -106,11 +106,7 @@ pub async fn insert(
     let row = transaction.query_one(&INSERT, &params).await?;
     let order = Order::from_row(&row)?;
     let event = origin.event("order.created", order.resource(), order.event_payload());
-    outbox::record(&mut transaction, &event).await?;
-    if let Some(recorder) = recorder {
-        recorder.record(&mut transaction, &order).await?;
-    }
-    transaction.commit().await?;
+    outbox::commit_with(transaction, &event, recorder, &order).await?;
     Ok(order)
 }
 
@@ -185,11 +181,7 @@ pub async fn change_status(
     if let Some(row) = transaction.query_opt(&CHANGE_STATUS, &params).await? {
         let order = Order::from_row(&row)?;
         let event = status_changed(origin, &order, current.status, None);
-        outbox::record(&mut transaction, &event).await?;
-        if let Some(recorder) = recorder {
-            recorder.record(&mut transaction, &order).await?;
-        }
-        transaction.commit().await?;
+        outbox::commit_with(transaction, &event, recorder, &order).await?;
         return Ok(order);
     }
     // Someone changed it between our read and write: report what it is now.
@@ -218,23 +210,10 @@ fn status_changed(
 /// Marks the order deleted, with its `order.deleted` event; a second delete finds nothing.
 #[tracing::instrument(level = "debug", skip(db, origin))]
 pub async fn soft_delete(db: &Database, id: i64, origin: &Origin) -> Result<(), OrderError> {
-    let mut transaction = db.begin().await?;
-    let deleted_by = origin.subject();
-    if transaction
-        .execute(SOFT_DELETE, &[&id, &now(), &deleted_by])
-        .await?
-        == 0
-    {
-        return Err(OrderError::NotFound(id));
+    match outbox::soft_delete(db, SOFT_DELETE, "order", id, origin).await? {
+        true => Ok(()),
+        false => Err(OrderError::NotFound(id)),
     }
-    let event = origin.event(
-        "order.deleted",
-        ("order", id.to_string()),
-        json!({"id": id}),
-    );
-    outbox::record(&mut transaction, &event).await?;
-    transaction.commit().await?;
-    Ok(())
 }
 
 /// Cancels the user's pending orders (the user was deleted or deactivated),

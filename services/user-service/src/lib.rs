@@ -60,20 +60,22 @@ impl Service for UserService {
     /// and the bus (`NATS_*`); the rest is what every service reads
     /// (`USER_SERVICE_*`, as the contract).
     type Settings = UserSettings;
+    type ApiDoc = routes::ApiDoc;
     const NAME: &'static str = "user-service";
     const ABOUT: &'static str = "User management and identity: users over PostgreSQL or embedded SQLite, tokens for every service.";
     const ENV_PREFIX: &'static str = "USER_SERVICE";
     const DEFAULT_PORT: u16 = 8081;
     const DEFAULT_DATABASE: &'static str = "userdb";
-    /// Versioned SQL, embedded in the binary. A new file is listed here too (a
-    /// test compares the list with the folders).
+    /// Versioned SQL, embedded in the binary: its own files and the platform's
+    /// outbox and idempotency tables. A new file is listed here too (a test
+    /// compares the list with the folders).
     const MIGRATIONS: Migrations = platform::embed_migrations![
         "20261124000001_create_users.sql",
         "20261203000001_identity.sql",
-        "20261203000002_outbox.sql",
+        OUTBOX,
         "20261205000001_search.sql",
-        "20261206000001_idempotency_keys.sql",
-        "20261215000001_outbox_trace_context.sql",
+        IDEMPOTENCY_KEYS,
+        OUTBOX_TRACE_CONTEXT,
     ];
 
     fn settings(env: &Env<'_>) -> Result<UserSettings, ConfigError> {
@@ -84,10 +86,6 @@ impl Service for UserService {
             auth: AuthConfig::from_env(&shared, env, &database)?,
             events: EventSettings::from_env(&shared)?,
         })
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        routes::openapi()
     }
 
     fn compose(settings: UserSettings, db: Database, platform: &Platform) -> Composition {

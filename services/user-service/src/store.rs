@@ -96,11 +96,7 @@ pub async fn insert(
         })?;
     let user = User::from_row(&row)?;
     let event = origin.event("user.created", user.resource(), user.event_payload());
-    outbox::record(&mut transaction, &event).await?;
-    if let Some(recorder) = recorder {
-        recorder.record(&mut transaction, &user).await?;
-    }
-    transaction.commit().await?;
+    outbox::commit_with(transaction, &event, recorder, &user).await?;
     Ok(user)
 }
 
@@ -216,23 +212,10 @@ pub async fn update(
 /// Marks the user deleted, with its `user.deleted` event; a second delete finds nothing.
 #[tracing::instrument(level = "debug", skip(db, origin))]
 pub async fn soft_delete(db: &Database, id: i64, origin: &Origin) -> Result<(), UserError> {
-    let mut transaction = db.begin().await?;
-    let deleted_by = origin.subject();
-    if transaction
-        .execute(SOFT_DELETE, &[&id, &now(), &deleted_by])
-        .await?
-        == 0
-    {
-        return Err(UserError::NotFound(id));
+    match outbox::soft_delete(db, SOFT_DELETE, "user", id, origin).await? {
+        true => Ok(()),
+        false => Err(UserError::NotFound(id)),
     }
-    let event = origin.event(
-        "user.deleted",
-        ("user", id.to_string()),
-        serde_json::json!({"id": id}),
-    );
-    outbox::record(&mut transaction, &event).await?;
-    transaction.commit().await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -34,9 +34,17 @@ pub struct Migrations {
 
 /// Embeds the calling crate's migrations, in order: each file exists under the
 /// same name in `migrations/postgres` and in `migrations/sqlite`, so the two
-/// schemas move together. `embed_migrations!["20261124000001_create_users.sql"]`
+/// schemas move together. An UPPER_CASE name instead of a file is one of the
+/// platform's own tables, kept in the service's database ([`shared`]).
+/// `embed_migrations!["20261124000001_create_users.sql", OUTBOX]`
 #[macro_export]
 macro_rules! embed_migrations {
+    (@file "postgres", $shared:ident) => {
+        $crate::db::shared::$shared.postgres
+    };
+    (@file "sqlite", $shared:ident) => {
+        $crate::db::shared::$shared.sqlite
+    };
     (@file $backend:literal, $file:literal) => {
         $crate::db::MigrationFile {
             name: $file,
@@ -49,12 +57,50 @@ macro_rules! embed_migrations {
             )),
         }
     };
-    ($($file:literal),* $(,)?) => {
+    ($($entry:tt),* $(,)?) => {
         $crate::db::Migrations {
-            postgres: &[$($crate::embed_migrations!(@file "postgres", $file)),*],
-            sqlite: &[$($crate::embed_migrations!(@file "sqlite", $file)),*],
+            postgres: &[$($crate::embed_migrations!(@file "postgres", $entry)),*],
+            sqlite: &[$($crate::embed_migrations!(@file "sqlite", $entry)),*],
         }
     };
+}
+
+/// The migrations of the platform's own tables (`crates/platform/migrations`),
+/// which every service using that part lists in its [`embed_migrations!`]. The
+/// files kept the versions and names they had in each service's folder, so
+/// databases that applied them there still validate.
+pub mod shared {
+    use super::MigrationFile;
+
+    /// One platform migration, in both backends' SQL.
+    #[derive(Debug, Clone, Copy)]
+    pub struct SharedMigration {
+        pub postgres: MigrationFile,
+        pub sqlite: MigrationFile,
+    }
+
+    macro_rules! shared_migration {
+        ($file:literal) => {
+            SharedMigration {
+                postgres: crate::embed_migrations!(@file "postgres", $file),
+                sqlite: crate::embed_migrations!(@file "sqlite", $file),
+            }
+        };
+    }
+
+    /// The transactional outbox the relay publishes from ([`crate::events::outbox`]).
+    pub const OUTBOX: SharedMigration = shared_migration!("20261203000002_outbox.sql");
+
+    /// The claimed keys and stored answers of [`crate::idempotency`].
+    pub const IDEMPOTENCY_KEYS: SharedMigration =
+        shared_migration!("20261206000001_idempotency_keys.sql");
+
+    /// The W3C trace context carried by each outbox event.
+    pub const OUTBOX_TRACE_CONTEXT: SharedMigration =
+        shared_migration!("20261215000001_outbox_trace_context.sql");
+
+    /// Every platform migration (a test compares the list with the folders).
+    pub const ALL: [SharedMigration; 3] = [OUTBOX, IDEMPOTENCY_KEYS, OUTBOX_TRACE_CONTEXT];
 }
 
 impl MigrationFile {
@@ -152,6 +198,28 @@ mod tests {
         assert_eq!(migration.description, "create users table");
         assert_eq!(migration.migration_type, MigrationType::Simple);
         assert!(migration.no_tx);
+    }
+
+    #[test]
+    fn every_platform_migration_file_is_shared_as_sqlx_reads_it() {
+        let read = |m: &Migration| (m.version, m.description.clone(), m.checksum.clone());
+        let on_disk = |folder: &str| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(folder);
+            let mut found: Vec<_> = sqlx::migrate::resolve_blocking(&dir)
+                .unwrap()
+                .iter()
+                .map(|(m, _)| read(m))
+                .collect();
+            found.sort();
+            found
+        };
+        let listed = |files: [MigrationFile; 3]| -> Vec<_> {
+            migrator(&files).unwrap().iter().map(read).collect()
+        };
+        assert_eq!(listed(shared::ALL.map(|m| m.postgres)), on_disk("postgres"));
+        assert_eq!(listed(shared::ALL.map(|m| m.sqlite)), on_disk("sqlite"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 
 pub use connection::{Connection, Transaction};
 pub use error::DbError;
-pub use migrations::{MigrationFile, Migrations, migrate, migrator};
+pub use migrations::{MigrationFile, Migrations, migrate, migrator, shared};
 pub use settings::{DatabaseSettings, DatabaseTarget};
 
 /// Now, at microsecond precision: what both backends store exactly, so a row

@@ -11,21 +11,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, NatsBus};
-use super::{Event, EventSettings};
+use super::{Backoff, Event, EventSettings};
 use crate::app::BackgroundTask;
 
 /// What a broadcast subscriber does with one event. Synchronous and infallible:
 /// it updates memory, nothing more.
 pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
-
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether a broadcast subscription is delivering events now, and since when:
 /// each time it (re)starts is a new session, and events of the gap before it may
@@ -105,7 +102,7 @@ async fn follow(
     live: &Liveness,
     shutdown: &CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new();
     loop {
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -115,11 +112,9 @@ async fn follow(
         if let Err(err) = result {
             tracing::warn!(filter, error = %format!("{err:#}"), "event broadcast interrupted; subscribing again");
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if backoff.sleep_or_stop(shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -13,14 +13,13 @@ use tracing::Instrument;
 
 use super::bus::{Bus, Handler, NatsBus};
 use super::trace::consume_span;
-use super::{Event, EventSettings};
+use super::{Backoff, Event, EventSettings};
 use crate::app::BackgroundTask;
 
 /// How long JetStream waits for an acknowledgement before delivering again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// A handler's failure: the event comes back after this.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Subscribes `handler` to the events whose subject matches `filter`, as the
 /// durable consumer `durable` (its position survives restarts). In-process
@@ -68,7 +67,7 @@ async fn consume(
     let Bus::Nats(nats) = bus else {
         return;
     };
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new();
     loop {
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -78,11 +77,9 @@ async fn consume(
             Ok(()) => return,
             Err(err) => {
                 tracing::warn!(durable, error = %format!("{err:#}"), "event consumer interrupted; resuming");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                if backoff.sleep_or_stop(&shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -14,8 +14,11 @@ pub mod outbox;
 pub mod relay;
 mod trace;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -170,6 +173,34 @@ impl Event {
             other => other,
         };
         format!("events.{domain}.{what}")
+    }
+}
+
+/// The longest pause before reaching the bus again.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Sleeps `pause`; `true` when shutdown came first.
+async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(pause) => false,
+    }
+}
+
+/// The pauses of a subscriber between interruptions: from 200 ms, doubling up
+/// to [`MAX_BACKOFF`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(200))
+    }
+
+    /// Sleeps the pause (the next is twice as long); `true` when shutdown came first.
+    async fn sleep_or_stop(&mut self, shutdown: &CancellationToken) -> bool {
+        let pause = self.0;
+        self.0 = (pause * 2).min(MAX_BACKOFF);
+        sleep_or_stop(pause, shutdown).await
     }
 }
 

@@ -1,12 +1,13 @@
 //! The outbox table of a service: events written in the transaction of the
 //! change they describe, read back in order by the relay, marked published, and
-//! pruned after a retention period. The table itself is in each service's
-//! migrations (the same columns on both backends).
+//! pruned after a retention period. The table is the platform's migration
+//! ([`crate::db::shared::OUTBOX`]), listed by each service that writes events.
 
 use chrono::{DateTime, Utc};
 
-use super::Event;
+use super::{Event, Origin};
 use crate::db::{Database, DbError, Row, Transaction, now};
+use crate::idempotency::Recorder;
 
 const INSERT: &str = "INSERT INTO outbox (event_id, subject, event, created_at, trace_context) \
                       VALUES ($1, $2, $3, $4, $5)";
@@ -45,6 +46,55 @@ pub async fn record(transaction: &mut Transaction, event: &Event) -> Result<(), 
     ];
     transaction.execute(INSERT, &params).await?;
     Ok(())
+}
+
+/// Writes `event`, and the answer to an idempotent request about `written` when
+/// `recorder` is given, then commits: the change, its event and its answer are
+/// kept together or not at all.
+///
+/// # Errors
+/// When a write or the commit fails; then nothing is kept.
+pub async fn commit_with<T>(
+    mut transaction: Transaction,
+    event: &Event,
+    recorder: Option<&Recorder<'_, T>>,
+    written: &T,
+) -> Result<(), DbError> {
+    record(&mut transaction, event).await?;
+    if let Some(recorder) = recorder {
+        recorder.record(&mut transaction, written).await?;
+    }
+    transaction.commit().await
+}
+
+/// Runs `sql`, the soft delete of the live `kind` row `$1` (`$2` the time, `$3`
+/// who), with its `<kind>.deleted` event; `false` when no live row has the id.
+///
+/// # Errors
+/// When the database cannot take it.
+pub async fn soft_delete(
+    db: &Database,
+    sql: &str,
+    kind: &str,
+    id: i64,
+    origin: &Origin,
+) -> Result<bool, DbError> {
+    let mut transaction = db.begin().await?;
+    if transaction
+        .execute(sql, &[&id, &now(), &origin.subject()])
+        .await?
+        == 0
+    {
+        return Ok(false);
+    }
+    let event = origin.event(
+        &format!("{kind}.deleted"),
+        (kind, id.to_string()),
+        serde_json::json!({"id": id}),
+    );
+    record(&mut transaction, &event).await?;
+    transaction.commit().await?;
+    Ok(true)
 }
 
 /// Writes `event` in a transaction of its own (an event without a row change,

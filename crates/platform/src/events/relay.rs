@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::bus::Bus;
-use super::{EventSettings, outbox};
+use super::{EventSettings, MAX_BACKOFF, outbox, sleep_or_stop};
 use crate::app::BackgroundTask;
 use crate::db::{Connection, Database, now};
 use crate::metrics::Metrics;
@@ -23,7 +23,6 @@ use crate::metrics::Metrics;
 /// Events per pass; a full pass is followed at once by the next.
 const BATCH: i64 = 200;
 const POLL: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Any constant works: it only has to be the same for every replica.
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
 
@@ -149,14 +148,6 @@ async fn run(
         if sleep_or_stop(pause, &shutdown).await {
             return;
         }
-    }
-}
-
-/// True when shutdown came first.
-async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => true,
-        () = tokio::time::sleep(pause) => false,
     }
 }
 

@@ -89,20 +89,11 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Cleanup::Postgres { name } = &self.cleanup {
             let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
-            // Drop runs inside the test's runtime, which cannot block on itself.
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    if let Ok(admin) = admin().await {
-                        let _ = admin.batch_execute(&sql).await;
-                    }
-                });
-            })
-            .join()
-            .ok();
+            super::block_on_own_thread(async move {
+                if let Ok(admin) = admin().await {
+                    let _ = admin.batch_execute(&sql).await;
+                }
+            });
         }
     }
 }
@@ -122,36 +113,89 @@ pub async fn connect(url: &str) -> crate::db::Database {
         .expect("direct connection")
 }
 
+/// The `n` that `sql` (`SELECT count(*) AS n …`) answers on the database at
+/// `url`, over a connection of its own (bypassing the service).
+///
+/// # Panics
+/// When the database cannot be reached or the query fails.
+pub async fn count_rows(url: &str, sql: &str) -> i64 {
+    let db = connect(url).await;
+    let n = db
+        .query_one(sql, &[])
+        .await
+        .expect("count")
+        .get("n")
+        .expect("n");
+    db.close().await;
+    n
+}
+
+/// How many events in the outbox of the database at `url` the relay has yet to publish.
+pub async fn unpublished_events(url: &str) -> i64 {
+    count_rows(
+        url,
+        "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
+    )
+    .await
+}
+
+/// Every event in the outbox of the database at `url`, oldest first, as written
+/// (as [`crate::events::Event`]s or JSON values).
+///
+/// # Panics
+/// When the outbox cannot be read or an event is not a `T`.
+pub async fn outbox_events<T: serde::de::DeserializeOwned>(url: &str) -> Vec<T> {
+    let db = connect(url).await;
+    let rows = db
+        .query("SELECT event FROM outbox ORDER BY seq", &[])
+        .await
+        .expect("read the outbox");
+    db.close().await;
+    rows.iter()
+        .map(|row| {
+            serde_json::from_str(&row.get::<String>("event").expect("event")).expect("an event")
+        })
+        .collect()
+}
+
 /// Asserts that `migrations` embed exactly the files of the service's
-/// `migrations/postgres` and `migrations/sqlite`, with the versions, descriptions
-/// and checksums sqlx reads from those folders (what `sqlx::migrate!` embedded
-/// before, so databases migrated by an older build still validate).
+/// `migrations/postgres` and `migrations/sqlite`, plus the platform's shared ones
+/// it lists ([`crate::db::shared`]), with the versions, descriptions and checksums
+/// sqlx reads from those folders (what `sqlx::migrate!` embedded before, so
+/// databases migrated by an older build still validate).
 ///
 /// # Panics
 /// When a file is missing from the list, listed but absent, or read differently.
 pub fn assert_migrations_embedded(manifest_dir: &str, migrations: crate::db::Migrations) {
+    let read = |m: &sqlx::migrate::Migration| {
+        let m = m.clone();
+        (
+            m.version,
+            m.description,
+            m.migration_type,
+            m.checksum,
+            m.no_tx,
+        )
+    };
     for (folder, files) in [
         ("postgres", migrations.postgres),
         ("sqlite", migrations.sqlite),
     ] {
-        let dir = std::path::Path::new(manifest_dir)
-            .join("migrations")
-            .join(folder);
-        let read = |m: &sqlx::migrate::Migration| {
-            let m = m.clone();
-            (
-                m.version,
-                m.description,
-                m.migration_type,
-                m.checksum,
-                m.no_tx,
-            )
+        let resolve = |root: &str| {
+            let dir = std::path::Path::new(root).join("migrations").join(folder);
+            sqlx::migrate::resolve_blocking(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         };
-        let mut on_disk: Vec<_> = sqlx::migrate::resolve_blocking(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .iter()
-            .map(|(m, _)| read(m))
-            .collect();
+        let listed = |path: &std::path::Path| {
+            let name = path.file_name().and_then(|name| name.to_str());
+            files.iter().any(|file| Some(file.name) == name)
+        };
+        let mut on_disk: Vec<_> = resolve(manifest_dir).iter().map(|(m, _)| read(m)).collect();
+        for (m, path) in resolve(env!("CARGO_MANIFEST_DIR")) {
+            if listed(&path) && !on_disk.iter().any(|own| own.0 == m.version) {
+                on_disk.push(read(&m));
+            }
+        }
         on_disk.sort_by_key(|m| m.0);
         let migrator = crate::db::migrator(files).expect("well-named migrations");
         let embedded: Vec<_> = migrator.iter().map(read).collect();

@@ -42,6 +42,14 @@ impl TestStream {
         ]
     }
 
+    /// [`Self::vars`] with owned names, for the overrides a test service takes.
+    pub fn owned_vars(&self) -> Vec<(String, String)> {
+        self.vars()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect()
+    }
+
     /// The settings a service reads from [`Self::vars`].
     pub fn settings(&self) -> EventSettings {
         EventSettings {
@@ -76,21 +84,12 @@ impl TestStream {
 impl Drop for TestStream {
     fn drop(&mut self) {
         let (url, stream) = (self.url.clone(), self.stream.clone());
-        // Drop runs inside the test's runtime, which cannot block on itself.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(client) = async_nats::connect(url).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(&stream)
-                        .await;
-                }
-            });
-        })
-        .join()
-        .ok();
+        super::block_on_own_thread(async move {
+            if let Ok(client) = async_nats::connect(url).await {
+                let _ = async_nats::jetstream::new(client)
+                    .delete_stream(&stream)
+                    .await;
+            }
+        });
     }
 }

@@ -43,6 +43,18 @@ pub fn assert_no_internals(text: &str) {
 }
 
 impl TestResponse {
+    /// The `access_token` of a token answer (user-service's token or login).
+    ///
+    /// # Panics
+    /// When the answer is not 200 with a token.
+    pub fn access_token(&self) -> String {
+        assert_eq!(self.status, StatusCode::OK, "token: {}", self.body);
+        self.body["data"]["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
     /// Asserts the error envelope like [`Self::assert_error`], and that the body
     /// gives nothing of the inside away; returns the message.
     ///
@@ -136,18 +148,19 @@ impl TestClient {
     /// # Panics
     /// When the service does not answer 200 with a token.
     pub async fn client_token(&self, client_id: &str, secret: &str) -> String {
-        let response = self
-            .anonymous()
-            .post_json(
-                "/api/v1/auth/token",
-                &serde_json::json!({"client_id": client_id, "client_secret": secret}),
-            )
-            .await;
-        assert_eq!(response.status, StatusCode::OK, "token: {}", response.body);
-        response.body["data"]["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        let body = serde_json::json!({"client_id": client_id, "client_secret": secret});
+        self.token("/api/v1/auth/token", &body).await
+    }
+
+    /// Logs a user in at user-service and returns its token, asserting 200.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let body = serde_json::json!({"email": email, "password": password});
+        self.token("/api/v1/auth/login", &body).await
+    }
+
+    /// The token user-service answers to `body` at `path`, sent without one.
+    async fn token(&self, path: &str, body: &Value) -> String {
+        self.anonymous().post_json(path, body).await.access_token()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -191,16 +204,69 @@ impl TestClient {
         self.send(self.http.put(self.url(path)).json(body)).await
     }
 
-    /// The raw `/metrics` text.
-    pub async fn metrics(&self) -> String {
+    /// POST with an `Idempotency-Key`.
+    pub async fn post_json_keyed(&self, path: &str, key: &str, body: &Value) -> TestResponse {
+        self.send_keyed(self.http.post(self.url(path)), key, body)
+            .await
+    }
+
+    /// PUT with an `Idempotency-Key`.
+    pub async fn put_json_keyed(&self, path: &str, key: &str, body: &Value) -> TestResponse {
+        self.send_keyed(self.http.put(self.url(path)), key, body)
+            .await
+    }
+
+    async fn send_keyed(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: &str,
+        body: &Value,
+    ) -> TestResponse {
+        self.send(request.header("Idempotency-Key", key).json(body))
+            .await
+    }
+
+    /// The raw body of a GET, whatever its status (`/metrics`, the JWKS).
+    ///
+    /// # Panics
+    /// When the request cannot be sent or the body read.
+    pub async fn get_text(&self, path: &str) -> String {
         self.http
-            .get(self.url("/metrics"))
+            .get(self.url(path))
             .send()
             .await
-            .expect("metrics")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .text()
             .await
-            .expect("metrics text")
+            .unwrap_or_else(|e| panic!("GET {path} body: {e}"))
+    }
+
+    /// The raw `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.get_text("/metrics").await
+    }
+
+    /// Registers a user by itself (no token, with a password) and logs it in,
+    /// against user-service; returns the user's `data` and its access token.
+    ///
+    /// # Panics
+    /// When the registration is not 201 or the login not 200.
+    pub async fn register_and_log_in(&self, email: &str, password: &str) -> (Value, String) {
+        let registered = self
+            .anonymous()
+            .post_json(
+                "/api/v1/users",
+                &serde_json::json!({"email": email, "name": "Registered User", "age": 30, "password": password}),
+            )
+            .await;
+        assert_eq!(
+            registered.status,
+            StatusCode::CREATED,
+            "register: {}",
+            registered.body
+        );
+        let token = self.login(email, password).await;
+        (registered.body["data"].clone(), token)
     }
 }
 

@@ -21,6 +21,7 @@ pub use auth::{TestAuth, test_auth};
 pub use cluster::{Outage, TemporaryPostgres, database_outage_under_load, free_port};
 pub use database::{
     Backend, TestDatabase, admin_url, assert_column_list, assert_migrations_embedded, connect,
+    count_rows, outbox_events, unpublished_events,
 };
 pub use events::{TestStream, nats_url};
 pub use http::{
@@ -78,6 +79,21 @@ macro_rules! service_tests {
             }
         }
     };
+}
+
+/// Runs `work` to the end on a thread and runtime of its own: what a `Drop`
+/// that cleans up needs, as it runs inside the test's runtime, which cannot
+/// block on itself.
+pub fn block_on_own_thread(work: impl Future<Output = ()> + Send + 'static) {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work);
+    })
+    .join()
+    .ok();
 }
 
 /// Polls `check` every 20 ms until it holds, for at most `limit`; returns how long

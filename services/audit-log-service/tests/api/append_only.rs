@@ -121,24 +121,15 @@ impl Role {
 impl Drop for Role {
     fn drop(&mut self) {
         let sql = format!("DROP ROLE IF EXISTS {}", self.0);
-        // Drop runs inside the test's runtime, which cannot block on itself.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let admin = platform::testing::admin_url();
-                if let Ok((server, connection)) =
-                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = server.batch_execute(&sql).await;
-                }
-            });
-        })
-        .join()
-        .ok();
+        platform::testing::block_on_own_thread(async move {
+            let admin = platform::testing::admin_url();
+            if let Ok((server, connection)) =
+                tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+            {
+                tokio::spawn(connection);
+                let _ = server.batch_execute(&sql).await;
+            }
+        });
     }
 }
 

@@ -19,6 +19,19 @@ pub use platform::testing::{
 pub static TEST_AUTH: std::sync::LazyLock<&'static TestAuth> =
     std::sync::LazyLock::new(platform::testing::test_auth);
 
+/// An admin's `GET /api/v1/users` on `users` (a user-service), sent with this
+/// W3C `traceparent`.
+pub async fn list_users_traced(
+    users: &RunningService,
+    traceparent: &str,
+) -> platform::testing::TestResponse {
+    users
+        .client
+        .with_token(&TEST_AUTH.admin_token())
+        .get_with_header("/api/v1/users", "traceparent", traceparent)
+        .await
+}
+
 /// A running audit-log-service; its client sends an admin token, and its `db`
 /// is the service's own pool, to feed it events as its consumer would.
 pub struct AuditService {

@@ -77,10 +77,7 @@ backend_tests! {
         let renamed = as_user.put_json(&user, &json!({"name": "Renamed User"})).await;
         assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
         let orders_as_user = pipeline.orders.client.with_token(&token);
-        let created = orders_as_user
-            .post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3}))
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let created = pipeline.place_order(&token).await;
         let order = created.body["data"]["id"].as_i64().expect("order id").to_string();
         let cancelled = orders_as_user
             .put_json(&format!("/api/v1/orders/{order}"), &json!({"status": "cancelled"}))
@@ -123,10 +120,7 @@ backend_tests! {
         let (id, token) = pipeline.register_and_log_in("forger@example.com").await;
         let as_user = pipeline.users.client.with_token(&token);
         let orders_as_user = pipeline.orders.client.with_token(&token);
-        let order = orders_as_user
-            .post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3}))
-            .await;
-        assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+        let order = pipeline.place_order(&token).await;
         let order_id = order.body["data"]["id"].as_i64().expect("order id").to_string();
         let order = format!("/api/v1/orders/{order_id}");
         for refused in [

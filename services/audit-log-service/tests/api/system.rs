@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use platform::events::Event;
-use platform::testing::{RunningService, TestClient, TestStream, poll_until};
+use platform::testing::{
+    RunningService, TestClient, TestResponse, TestStream, outbox_events, poll_until,
+};
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::helpers::{AuditService, Backend, TEST_AUTH, TestDatabase, metric_value, test_config};
 /// user-service, order-service (pointed at it) and audit-log-service (trusting
@@ -81,40 +82,34 @@ impl Pipeline {
             "the audit log did not catch up with the outboxes: {}",
             self.audit.metrics().await
         );
-        let mut events = outbox(&self.databases[0].url).await;
-        events.extend(outbox(&self.databases[1].url).await);
+        let mut events: Vec<Event> = outbox_events(&self.databases[0].url).await;
+        events.extend(outbox_events::<Event>(&self.databases[1].url).await);
         events
+    }
+
+    /// Places an order (one P-1 at 3.00) as the user whose token this is,
+    /// asserting 201.
+    pub(crate) async fn place_order(&self, token: &str) -> TestResponse {
+        let order = serde_json::json!({"product_id": "P-1", "quantity": 1, "total_price": 3});
+        let created = self
+            .orders
+            .client
+            .with_token(token)
+            .post_json("/api/v1/orders", &order)
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        created
     }
 
     /// Registers a user by itself (with a password), logs it in, and returns
     /// its id and the access token user-service issued.
     pub(crate) async fn register_and_log_in(&self, email: &str) -> (i64, String) {
-        let anonymous = self.users.client.anonymous();
-        let password = "pipeline-user-password";
-        let registered = anonymous
-            .post_json(
-                "/api/v1/users",
-                &json!({"email": email, "name": "Pipeline User", "age": 30, "password": password}),
-            )
+        let (user, token) = self
+            .users
+            .client
+            .register_and_log_in(email, "pipeline-user-password")
             .await;
-        assert_eq!(
-            registered.status,
-            StatusCode::CREATED,
-            "{}",
-            registered.body
-        );
-        let id = registered.body["data"]["id"].as_i64().expect("user id");
-        let login = anonymous
-            .post_json(
-                "/api/v1/auth/login",
-                &json!({"email": email, "password": password}),
-            )
-            .await;
-        assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-        let token = login.body["data"]["access_token"]
-            .as_str()
-            .expect("access_token");
-        (id, token.to_owned())
+        (user["id"].as_i64().expect("user id"), token)
     }
 }
 
@@ -149,19 +144,4 @@ async fn outbox_counts(url: &str) -> (i64, i64) {
         row.get("total").expect("total"),
         row.get("published").expect("published"),
     )
-}
-
-/// Every event in the outbox at `url`, oldest first, as written.
-async fn outbox(url: &str) -> Vec<Event> {
-    let db = platform::testing::connect(url).await;
-    let rows = db
-        .query("SELECT event FROM outbox ORDER BY seq", &[])
-        .await
-        .expect("read the outbox");
-    db.close().await;
-    rows.iter()
-        .map(|row| {
-            serde_json::from_str(&row.get::<String>("event").expect("event")).expect("an event")
-        })
-        .collect()
 }

@@ -6,7 +6,7 @@ use platform::otel::TracingSettings;
 use platform::testing::{Backend, OtlpReceiver, RunningService, TestDatabase};
 use reqwest::StatusCode;
 
-use crate::helpers::{TEST_AUTH, test_config};
+use crate::helpers::{list_users_traced, test_config};
 
 #[tokio::test]
 async fn with_the_exporter_disabled_nothing_is_sent() {
@@ -22,15 +22,11 @@ async fn with_the_exporter_disabled_nothing_is_sent() {
     let database = TestDatabase::create(Backend::Sqlite).await;
     let mut users =
         RunningService::spawn(test_config::<user_service::UserService>(&database.url, &[])).await;
-    let answered = users
-        .client
-        .with_token(&TEST_AUTH.admin_token())
-        .get_with_header(
-            "/api/v1/users",
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .await;
+    let answered = list_users_traced(
+        &users,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    .await;
     assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
     assert!(
         answered.headers.get("traceparent").is_none(),

@@ -18,7 +18,7 @@ use platform::testing::{
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TEST_AUTH, test_config};
+use crate::helpers::{TEST_AUTH, list_users_traced, test_config};
 use crate::system::{Pipeline, as_admin};
 
 const PASSWORD: &str = "pipeline-user-password";
@@ -87,10 +87,7 @@ backend_tests! {
         let receiver = global_receiver();
         let pipeline = Pipeline::start(backend).await;
         let (_, token) = pipeline.register_and_log_in("traced@example.com").await;
-        let created = pipeline.orders.client.with_token(&token)
-            .post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3}))
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let created = pipeline.place_order(&token).await;
 
         let trace = trace_id(&created);
         let spans = receiver.wait_for_trace(&trace, |spans| {
@@ -122,10 +119,7 @@ backend_tests! {
         let receiver = global_receiver();
         let pipeline = Pipeline::start(backend).await;
         let (id, token) = pipeline.register_and_log_in("deleted@example.com").await;
-        let created = pipeline.orders.client.with_token(&token)
-            .post_json("/api/v1/orders", &json!({"product_id": "P-1", "quantity": 1, "total_price": 3}))
-            .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        pipeline.place_order(&token).await;
         let deleted = as_admin(&pipeline.users).delete(&format!("/api/v1/users/{id}")).await;
         assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
 
@@ -171,15 +165,7 @@ async fn a_request_with_a_traceparent_continues_that_trace() {
     let (users, _database) = user_service().await;
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let answered = users
-        .client
-        .with_token(&TEST_AUTH.admin_token())
-        .get_with_header(
-            "/api/v1/users",
-            "traceparent",
-            &format!("00-{caller_trace}-{caller_span}-01"),
-        )
-        .await;
+    let answered = list_users_traced(&users, &format!("00-{caller_trace}-{caller_span}-01")).await;
     assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
     assert_eq!(trace_id(&answered), caller_trace);
     let spans = receiver

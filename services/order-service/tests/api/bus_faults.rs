@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use platform::testing::{Backend, TemporaryServer, TestDatabase, poll_until};
+use platform::events::Event;
+use platform::testing::{
+    Backend, TemporaryServer, TestDatabase, outbox_events, poll_until, unpublished_events,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -59,30 +62,8 @@ async fn stream_events(url: &str, stream: &str) -> Vec<(String, String)> {
 
 /// The outbox's event ids, in the order they were written.
 async fn outbox_ids(url: &str) -> Vec<String> {
-    let db = platform::testing::connect(url).await;
-    let rows = db
-        .query("SELECT event_id FROM outbox ORDER BY seq", &[])
-        .await
-        .expect("outbox");
-    db.close().await;
-    rows.iter()
-        .map(|r| r.get::<String>("event_id").unwrap())
-        .collect()
-}
-
-async fn unpublished(url: &str) -> i64 {
-    let db = platform::testing::connect(url).await;
-    let n = db
-        .query_one(
-            "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get("n")
-        .expect("n");
-    db.close().await;
-    n
+    let events: Vec<Event> = outbox_events(url).await;
+    events.iter().map(|event| event.id.to_string()).collect()
 }
 
 /// Every outbox event is on the stream exactly once, in outbox order.
@@ -127,13 +108,13 @@ async fn nats_away_for_seconds_under_load_loses_nothing_and_duplicates_nothing()
     // The bus stays away for 10 s in all.
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert!(
-        unpublished(users.database_url()).await > 0,
+        unpublished_events(users.database_url()).await > 0,
         "the bus was away, yet nothing waits"
     );
     nats.restart().await;
     create(20).await;
     let drained = poll_until(Duration::from_secs(30), || async {
-        unpublished(users.database_url()).await == 0
+        unpublished_events(users.database_url()).await == 0
     })
     .await;
     assert!(
@@ -171,7 +152,7 @@ async fn two_replicas_relaying_one_database_publish_each_event_once_in_order() {
         assert_eq!(changed.status, StatusCode::OK);
     }
     let drained = poll_until(Duration::from_secs(30), || async {
-        unpublished(&database.url).await == 0
+        unpublished_events(&database.url).await == 0
     })
     .await;
     assert!(drained.is_some(), "the outbox did not drain");
@@ -242,14 +223,14 @@ async fn a_service_killed_between_commit_and_publish_publishes_after_restart() {
     first.kill().expect("SIGKILL");
     first.wait().expect("reaped");
     assert_eq!(
-        unpublished(&database.url).await,
+        unpublished_events(&database.url).await,
         1,
         "the event was committed with the order"
     );
     nats.restart().await;
     let mut second = spawn_binary(port, &database.url, &stand_in.url(), &vars);
     let published = poll_until(Duration::from_secs(60), || async {
-        unpublished(&database.url).await == 0
+        unpublished_events(&database.url).await == 0
     })
     .await;
     let _ = second.kill();

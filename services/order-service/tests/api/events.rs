@@ -5,24 +5,11 @@
 use std::time::Duration;
 
 use platform::backend_tests;
-use platform::testing::{Backend, TestStream, poll_until};
+use platform::testing::{Backend, TestStream, outbox_events, poll_until, unpublished_events};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{OrderService, TEST_AUTH, UserService};
-
-/// Every event in a service's outbox, oldest first, as written.
-async fn outbox(url: &str) -> Vec<Value> {
-    let db = platform::testing::connect(url).await;
-    let rows = db
-        .query("SELECT event FROM outbox ORDER BY seq", &[])
-        .await
-        .expect("read outbox");
-    db.close().await;
-    rows.iter()
-        .map(|row| serde_json::from_str(&row.get::<String>("event").unwrap()).unwrap())
-        .collect()
-}
 
 /// `(type, actor.sub, resource_id)` of each event.
 fn summary(events: &[Value]) -> Vec<(String, String, String)> {
@@ -87,7 +74,7 @@ backend_tests! {
         users.service.client.delete(&format!("/api/v1/users/{id}")).await;
 
         let id = id.to_string();
-        let user_events = outbox(users.database_url()).await;
+        let user_events = outbox_events::<Value>(users.database_url()).await;
         assert_eq!(summary(&user_events), owned(&[
             ("user.created", "anonymous", &id),
             ("user.updated", &id, &id),
@@ -100,7 +87,7 @@ backend_tests! {
         ]));
         assert_eq!(user_events[1]["payload"]["changed"], json!(["name"]));
         assert_eq!(user_events[3]["actor"]["roles"], json!(["user"]));
-        let order_events = outbox(orders.database_url()).await;
+        let order_events = outbox_events::<Value>(orders.database_url()).await;
         assert_eq!(summary(&order_events), owned(&[
             ("order.created", &id, &order),
             ("order.status_changed", &id, &order),
@@ -123,7 +110,7 @@ backend_tests! {
         users.create_user("dup@example.com", true).await;
         let duplicate = users.service.client.post_json("/api/v1/users", &json!({"email": "dup@example.com", "name": "Dup User", "age": 3})).await;
         assert_eq!(duplicate.status, StatusCode::CONFLICT);
-        let events = outbox(users.database_url()).await;
+        let events = outbox_events::<Value>(users.database_url()).await;
         assert_eq!(events.len(), 1, "{events:?}");
     }
 }
@@ -132,11 +119,7 @@ backend_tests! {
 async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_cancelled() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let stream = TestStream::new();
-        let bus: Vec<(String, String)> = stream
-            .vars()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let bus = stream.owned_vars();
         let (users, orders) = start_pair(backend, &bus).await;
         let user = users.create_user("leaving@example.com", true).await;
         let pending = orders.create_order_id(user).await;
@@ -175,12 +158,15 @@ async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_canc
         assert_eq!(shipped.body["data"]["status"], "shipped");
         // Both outboxes drain; the cancellation is itself an event, by system.
         let drained = poll_until(Duration::from_secs(15), || async {
-            unpublished(users.database_url()).await == 0
-                && unpublished(orders.database_url()).await == 0
+            unpublished_events(users.database_url()).await == 0
+                && unpublished_events(orders.database_url()).await == 0
         })
         .await;
         assert!(drained.is_some(), "{backend:?}: the outbox did not drain");
-        let last = outbox(orders.database_url()).await.pop().unwrap();
+        let last = outbox_events::<Value>(orders.database_url())
+            .await
+            .pop()
+            .unwrap();
         assert_eq!(
             (last["type"].as_str(), last["actor"]["sub"].as_str()),
             (Some("order.status_changed"), Some("system"))
@@ -193,19 +179,4 @@ async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_canc
             "{metrics}"
         );
     }
-}
-
-async fn unpublished(url: &str) -> i64 {
-    let db = platform::testing::connect(url).await;
-    let count = db
-        .query_one(
-            "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get("n")
-        .expect("n");
-    db.close().await;
-    count
 }

@@ -6,35 +6,15 @@
 use std::time::Duration;
 
 use platform::backend_tests;
-use platform::testing::{TestClient, TestResponse, poll_until};
+use platform::testing::{TestResponse, count_rows, poll_until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{OrderService, StandIn, TEST_AUTH, stored_orders};
 
-async fn post_keyed(client: &TestClient, path: &str, key: &str, body: &Value) -> TestResponse {
-    client
-        .send(
-            client
-                .http
-                .post(client.url(path))
-                .header("Idempotency-Key", key)
-                .json(body),
-        )
-        .await
-}
-
-async fn put_keyed(client: &TestClient, path: &str, key: &str, body: &Value) -> TestResponse {
-    client
-        .send(
-            client
-                .http
-                .put(client.url(path))
-                .header("Idempotency-Key", key)
-                .json(body),
-        )
-        .await
-}
+/// The status changes in the outbox.
+const STATUS_CHANGES: &str =
+    "SELECT count(*) AS n FROM outbox WHERE subject LIKE '%status_changed'";
 
 fn replayed(response: &TestResponse) -> bool {
     response
@@ -47,43 +27,30 @@ fn order(user_id: i64) -> Value {
     json!({"user_id": user_id, "product_id": "P-IDEM", "quantity": 1, "total_price": 12.5})
 }
 
-async fn status_changes(url: &str) -> i64 {
-    let db = platform::testing::connect(url).await;
-    let sql = "SELECT count(*) AS n FROM outbox WHERE subject LIKE '%status_changed'";
-    let n = db
-        .query_one(sql, &[])
-        .await
-        .expect("count")
-        .get("n")
-        .expect("n");
-    db.close().await;
-    n
-}
-
 backend_tests! {
     async fn a_repeated_post_replays_the_first_answer_and_creates_one_order(backend) {
         let stand_in = StandIn::start(200, Duration::ZERO).await;
         let orders = OrderService::start(backend, &stand_in.url(), &[]).await;
-        let first = post_keyed(&orders.client, "/api/v1/orders", "create-1", &order(7)).await;
+        let first = orders.client.post_json_keyed("/api/v1/orders", "create-1", &order(7)).await;
         assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
         assert!(!replayed(&first));
-        let again = post_keyed(&orders.client, "/api/v1/orders", "create-1", &order(7)).await;
+        let again = orders.client.post_json_keyed("/api/v1/orders", "create-1", &order(7)).await;
         assert_eq!(again.status, StatusCode::CREATED);
         assert!(replayed(&again), "{:?}", again.headers);
         assert_eq!(again.body, first.body);
         assert_eq!(stored_orders(orders.database_url()).await.len(), 1);
 
         // The same key for another request: refused, nothing written.
-        let other = post_keyed(&orders.client, "/api/v1/orders", "create-1", &order(8)).await;
+        let other = orders.client.post_json_keyed("/api/v1/orders", "create-1", &order(8)).await;
         other.assert_error(422, "UNPROCESSABLE_ENTITY");
         // Keys are per subject: another caller's identical key is its own.
         let user = orders.client.with_token(&TEST_AUTH.user_token(7));
-        let own = post_keyed(&user, "/api/v1/orders", "create-1", &order(7)).await;
+        let own = user.post_json_keyed("/api/v1/orders", "create-1", &order(7)).await;
         assert_eq!(own.status, StatusCode::CREATED, "{}", own.body);
         assert!(!replayed(&own));
         assert_eq!(stored_orders(orders.database_url()).await.len(), 2);
 
-        let malformed = post_keyed(&orders.client, "/api/v1/orders", "two words", &order(7)).await;
+        let malformed = orders.client.post_json_keyed("/api/v1/orders", "two words", &order(7)).await;
         malformed.assert_error(400, "VALIDATION_ERROR");
         assert!(malformed.body.to_string().contains("Idempotency-Key"), "{}", malformed.body);
     }
@@ -94,13 +61,13 @@ backend_tests! {
         let id = orders.create_order_id(7).await;
         let path = format!("/api/v1/orders/{id}");
         let confirm = json!({"status": "confirmed"});
-        let first = put_keyed(&orders.client, &path, "confirm-1", &confirm).await;
+        let first = orders.client.put_json_keyed(&path, "confirm-1", &confirm).await;
         assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-        let again = put_keyed(&orders.client, &path, "confirm-1", &confirm).await;
+        let again = orders.client.put_json_keyed(&path, "confirm-1", &confirm).await;
         assert!(replayed(&again));
         assert_eq!(again.body, first.body);
-        assert_eq!(status_changes(orders.database_url()).await, 1);
-        let other = put_keyed(&orders.client, &path, "confirm-1", &json!({"status": "shipped"})).await;
+        assert_eq!(count_rows(orders.database_url(), STATUS_CHANGES).await, 1);
+        let other = orders.client.put_json_keyed(&path, "confirm-1", &json!({"status": "shipped"})).await;
         other.assert_error(422, "UNPROCESSABLE_ENTITY");
     }
 
@@ -108,9 +75,9 @@ backend_tests! {
         let stand_in = StandIn::start(200, Duration::ZERO).await;
         let orders = OrderService::start(backend, &stand_in.url(), &[]).await;
         let invalid = json!({"user_id": 7, "product_id": "P-IDEM", "quantity": 0, "total_price": 1});
-        let refused = post_keyed(&orders.client, "/api/v1/orders", "retry-1", &invalid).await;
+        let refused = orders.client.post_json_keyed("/api/v1/orders", "retry-1", &invalid).await;
         refused.assert_error(400, "VALIDATION_ERROR");
-        let fixed = post_keyed(&orders.client, "/api/v1/orders", "retry-1", &order(7)).await;
+        let fixed = orders.client.post_json_keyed("/api/v1/orders", "retry-1", &order(7)).await;
         assert_eq!(fixed.status, StatusCode::CREATED, "{}", fixed.body);
         assert!(!replayed(&fixed));
 
@@ -122,7 +89,7 @@ backend_tests! {
             .expect("age the key");
         assert_eq!(platform::idempotency::prune(&db).await.expect("prune"), 1);
         db.close().await;
-        let later = post_keyed(&orders.client, "/api/v1/orders", "retry-1", &order(7)).await;
+        let later = orders.client.post_json_keyed("/api/v1/orders", "retry-1", &order(7)).await;
         assert_eq!(later.status, StatusCode::CREATED);
         assert!(!replayed(&later));
         assert_eq!(stored_orders(orders.database_url()).await.len(), 2);
@@ -135,23 +102,23 @@ backend_tests! {
         let second = OrderService::start_on(first.database_url(), &stand_in.url(), &[]).await;
         let (a, b) = (first.client.clone(), second.client.clone());
         let running = tokio::spawn(async move {
-            post_keyed(&a, "/api/v1/orders", "slow-1", &order(7)).await
+            a.post_json_keyed("/api/v1/orders", "slow-1", &order(7)).await
         });
         let looked_up = poll_until(Duration::from_secs(30), || async { stand_in.calls() >= 1 }).await;
         assert!(looked_up.is_some(), "the first request never reached user-service");
-        let repeat = post_keyed(&b, "/api/v1/orders", "slow-1", &order(7)).await;
+        let repeat = b.post_json_keyed("/api/v1/orders", "slow-1", &order(7)).await;
         repeat.assert_error(409, "CONFLICT");
         let done = running.await.expect("first request");
         assert_eq!(done.status, StatusCode::CREATED, "{}", done.body);
-        let replay = post_keyed(&second.client, "/api/v1/orders", "slow-1", &order(7)).await;
+        let replay = second.client.post_json_keyed("/api/v1/orders", "slow-1", &order(7)).await;
         assert!(replayed(&replay));
         assert_eq!(replay.body, done.body);
 
         // Sent to both replicas at once: the database lets one through.
         let body = order(9);
         let (x, y) = tokio::join!(
-            post_keyed(&first.client, "/api/v1/orders", "both-1", &body),
-            post_keyed(&second.client, "/api/v1/orders", "both-1", &body),
+            first.client.post_json_keyed("/api/v1/orders", "both-1", &body),
+            second.client.post_json_keyed("/api/v1/orders", "both-1", &body),
         );
         let mut statuses = [x.status.as_u16(), y.status.as_u16()];
         statuses.sort_unstable();

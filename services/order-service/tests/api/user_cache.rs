@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use platform::backend_tests;
-use platform::testing::{TestStream, metric_value, poll_until};
+use platform::testing::{TestStream, metric_value, poll_until, unpublished_events};
 use reqwest::StatusCode;
 
 use crate::helpers::{OrderService, UserService};
@@ -14,19 +14,6 @@ use crate::helpers::{OrderService, UserService};
 const TTL: &str = "600";
 /// How long an event may take to arrive.
 const DELIVERY: Duration = Duration::from_secs(20);
-
-async fn unpublished(url: &str) -> i64 {
-    let db = platform::testing::connect(url).await;
-    let sql = "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL";
-    let n = db
-        .query_one(sql, &[])
-        .await
-        .expect("count")
-        .get("n")
-        .expect("n");
-    db.close().await;
-    n
-}
 
 async fn counter(replica: &OrderService, series: &str) -> f64 {
     metric_value(&replica.metrics().await, series).unwrap_or(0.0)
@@ -80,7 +67,7 @@ async fn refused(replica: &OrderService, user: i64, status: StatusCode) -> bool 
 backend_tests! {
     async fn both_replicas_serve_users_from_cache_and_refuse_them_at_the_event_not_the_ttl(backend) {
         let stream = TestStream::new();
-        let bus: Vec<(String, String)> = stream.vars().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let bus = stream.owned_vars();
         let users = UserService::start_with(backend, &bus).await;
         let mut vars: Vec<(&str, &str)> = bus.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         vars.push(("ORDER_SERVICE_USER_CACHE_TTL", TTL));
@@ -88,7 +75,7 @@ backend_tests! {
         let deleted = users.create_user("deleted@example.com", true).await;
         // Their `user.created` events are out before the replicas subscribe, so
         // no late event empties a cache the test has just filled.
-        let published = poll_until(DELIVERY, || async { unpublished(users.database_url()).await == 0 }).await;
+        let published = poll_until(DELIVERY, || async { unpublished_events(users.database_url()).await == 0 }).await;
         assert!(published.is_some(), "user-service's outbox did not drain");
         let first = OrderService::start(backend, &users.url(), &vars).await;
         let second = OrderService::start_on(first.database_url(), &users.url(), &vars).await;
@@ -126,11 +113,7 @@ backend_tests! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_ttl_asks_user_service_every_time() {
     let stream = TestStream::new();
-    let bus: Vec<(String, String)> = stream
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let bus = stream.owned_vars();
     let backend = platform::testing::Backend::Sqlite;
     let users = UserService::start_with(backend, &bus).await;
     let mut vars: Vec<(&str, &str)> = bus.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

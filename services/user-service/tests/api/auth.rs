@@ -504,16 +504,7 @@ async fn forgeries(app: &TestApp, own: i64) -> Vec<(&'static str, String, &'stat
         jsonwebtoken::encode(&header, &claims, key).unwrap()
     };
     let public_jwk = serde_json::to_string(app.config.own.auth.signing_key.public_jwk()).unwrap();
-    let jwks = app
-        .anonymous()
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = app.anonymous().get_text("/.well-known/jwks.json").await;
     let (other_key, other_pem) = SigningKey::generate().unwrap();
     let impostor = signed_with(
         Algorithm::EdDSA,
@@ -619,29 +610,10 @@ fn bearer(token: &str) -> String {
 /// must never be logged, and the `sub` each request's log line must carry.
 async fn traffic(client: &TestClient) -> (Vec<String>, Vec<(&'static str, Option<String>)>) {
     let anonymous = client.anonymous();
-    let registered = anonymous
-        .post_json(
-            "/api/v1/users",
-            &json!({"email": "logged@example.com", "name": "Logged User", "age": 30, "password": PASSWORD}),
-        )
+    let (user, user_token) = client
+        .register_and_log_in("logged@example.com", PASSWORD)
         .await;
-    assert_eq!(
-        registered.status,
-        StatusCode::CREATED,
-        "{}",
-        registered.body
-    );
-    let id = registered.body["data"]["id"].as_i64().unwrap();
-    let login = anonymous
-        .post_json(
-            "/api/v1/auth/login",
-            &json!({"email": "logged@example.com", "password": PASSWORD}),
-        )
-        .await;
-    let user_token = login.body["data"]["access_token"]
-        .as_str()
-        .expect("login token")
-        .to_owned();
+    let id = user["id"].as_i64().unwrap();
     let admin_token = client
         .client_token("operator", TEST_AUTH.var("AUTH_CLIENT_SECRET"))
         .await;

@@ -98,15 +98,10 @@ impl TestApp {
         if !roles.is_empty() {
             body["roles"] = json!(roles);
         }
-        let response = self
-            .anonymous()
+        self.anonymous()
             .post_json("/api/v1/auth/token", &body)
-            .await;
-        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-        response.body["data"]["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+            .await
+            .access_token()
     }
 
     /// A client with the service client's token (role `service`).
@@ -121,40 +116,8 @@ impl TestApp {
     /// Registers a user with a password (no token), logs in, and returns the
     /// user's `data` and a client carrying its token.
     pub async fn user_session(&self, email: &str, password: &str) -> (Value, TestClient) {
-        let anonymous = self.anonymous();
-        let registered = anonymous
-            .post_json(
-                "/api/v1/users",
-                &json!({"email": email, "name": "Session User", "age": 30, "password": password}),
-            )
-            .await;
-        assert_eq!(
-            registered.status,
-            StatusCode::CREATED,
-            "{}",
-            registered.body
-        );
-        let token = self.login(email, password).await;
-        (
-            registered.body["data"].clone(),
-            self.client.with_token(&token),
-        )
-    }
-
-    /// Logs in and returns the token, asserting 200.
-    pub async fn login(&self, email: &str, password: &str) -> String {
-        let response = self
-            .anonymous()
-            .post_json(
-                "/api/v1/auth/login",
-                &json!({"email": email, "password": password}),
-            )
-            .await;
-        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-        response.body["data"]["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        let (user, token) = self.client.register_and_log_in(email, password).await;
+        (user, self.client.with_token(&token))
     }
 
     /// Creates a user and returns its `data`, asserting 201.
@@ -184,6 +147,24 @@ impl ServiceProcess {
     /// variables, and returns once it logs the address it listens on.
     pub fn spawn(database_url: &str, overrides: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Self::command(&dir)
+            .env("USER_SERVICE_DATABASE_URL", database_url)
+            .envs(TEST_AUTH.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(overrides.iter().copied())
+            .spawn()
+            .expect("user-service binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let address = listening_address(stdout);
+        Self {
+            client: TestClient::new(address),
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// The binary in `dir`, with no environment but `PATH`: on the loopback
+    /// address, port 0, log level `info`, the rate limiter off, stdout piped.
+    fn command(dir: &tempfile::TempDir) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"));
         command
             .current_dir(dir.path())
@@ -194,20 +175,10 @@ impl ServiceProcess {
                 ("USER_SERVICE_PORT", "0"),
                 ("USER_SERVICE_RATE_LIMIT", "0"),
                 ("USER_SERVICE_LOG_LEVEL", "info"),
-                ("USER_SERVICE_DATABASE_URL", database_url),
             ])
-            .envs(TEST_AUTH.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(overrides.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped());
-        let mut child = command.spawn().expect("user-service binary starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let address = listening_address(stdout);
-        Self {
-            client: TestClient::new(address),
-            child,
-            _dir: dir,
-        }
+        command
     }
 
     /// A client for the process that carries the operator's admin token.
@@ -355,19 +326,8 @@ impl ServiceProcess {
     /// writes is kept in the returned log.
     pub fn spawn_bare(vars: &[(&str, &str)]) -> (Self, ProcessLog) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs([
-                ("USER_SERVICE_HOST", "127.0.0.1"),
-                ("USER_SERVICE_PORT", "0"),
-                ("USER_SERVICE_RATE_LIMIT", "0"),
-                ("USER_SERVICE_LOG_LEVEL", "info"),
-            ])
+        let mut child = Self::command(&dir)
             .envs(vars.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("user-service binary starts");

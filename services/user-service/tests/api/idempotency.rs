@@ -2,20 +2,10 @@
 //! replays the first answer and creates one user; another body under the key is 422.
 
 use platform::backend_tests;
-use platform::testing::{TestClient, TestResponse};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::spawn_app;
-
-async fn post_keyed(client: &TestClient, key: &str, body: &Value) -> TestResponse {
-    let request = client
-        .http
-        .post(client.url("/api/v1/users"))
-        .header("Idempotency-Key", key)
-        .json(body);
-    client.send(request).await
-}
 
 async fn users_with_email(db: &platform::db::Database, email: &str) -> i64 {
     db.query_one(
@@ -32,16 +22,16 @@ backend_tests! {
     async fn a_repeated_create_replays_the_first_answer_and_creates_one_user(backend) {
         let app = spawn_app(backend).await;
         let body = json!({"email": "idem@example.com", "name": "Idem Potent", "age": 30});
-        let first = post_keyed(&app.client, "user-1", &body).await;
+        let first = app.client.post_json_keyed("/api/v1/users", "user-1", &body).await;
         assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
-        let again = post_keyed(&app.client, "user-1", &body).await;
+        let again = app.client.post_json_keyed("/api/v1/users", "user-1", &body).await;
         assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
         assert_eq!(again.headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
         assert_eq!(again.body, first.body);
         assert_eq!(users_with_email(&app.db, "idem@example.com").await, 1);
 
         let other = json!({"email": "other@example.com", "name": "Idem Potent", "age": 30});
-        post_keyed(&app.client, "user-1", &other).await.assert_error(422, "UNPROCESSABLE_ENTITY");
+        app.client.post_json_keyed("/api/v1/users", "user-1", &other).await.assert_error(422, "UNPROCESSABLE_ENTITY");
         // Without a key, the same body is a second create: the email is taken.
         app.client.post_json("/api/v1/users", &body).await.assert_error(409, "CONFLICT");
 
@@ -49,9 +39,9 @@ backend_tests! {
         let registration = json!({"email": "anon@example.com", "name": "Anon Ymous", "age": 30,
             "password": "a-long-enough-password"});
         let anonymous = app.client.anonymous();
-        let first = post_keyed(&anonymous, "user-1", &registration).await;
+        let first = anonymous.post_json_keyed("/api/v1/users", "user-1", &registration).await;
         assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
-        let again = post_keyed(&anonymous, "user-1", &registration).await;
+        let again = anonymous.post_json_keyed("/api/v1/users", "user-1", &registration).await;
         assert_eq!(again.body, first.body);
         assert!(!again.body.to_string().contains("password"), "{}", again.body);
         assert_eq!(users_with_email(&app.db, "anon@example.com").await, 1);

@@ -157,15 +157,7 @@ async fn rate_limiter_admits_exactly_the_burst_per_ip_and_never_limits_health() 
             "{path}"
         );
     }
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("user_service_rate_limited_total 2"),
         "{metrics}"
