@@ -25,24 +25,16 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BENCH=$ROOT/bench
-cd "$ROOT"
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-py() { python3 "$BENCH/bench.py" "$@"; }
+# shellcheck source=../scripts/common.sh
+. "$ROOT/scripts/common.sh"
+start_script bench 20 "$@"
 seconds_of() { # "10", "10s" -> 10
     local v=${1%s}
     [[ $v =~ ^[0-9]+$ ]] || die "expected whole seconds, got '$1'"
     echo "$v"
 }
 
-# shellcheck source=../scripts/common.sh
-. "$ROOT/scripts/common.sh"
-parse_mode 20 "$@"
-
-THREADS=${BENCH_THREADS:-2}
-CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-2} CONNECTIONS=${BENCH_CONNECTIONS:-32}
 if [[ $MODE == smoke ]]; then
     RUNS=1 DURATION=2 WARMUP=0 SEED=500
 else

@@ -20,19 +20,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BENCH=$ROOT/bench
-cd "$ROOT"
-
-log() { printf '[bench-tracing %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-py() { python3 "$BENCH/bench.py" "$@"; }
-
 # shellcheck source=../scripts/common.sh
 . "$ROOT/scripts/common.sh"
-parse_mode 20 "$@"
+start_script bench-tracing 19 "$@"
 
-THREADS=${BENCH_THREADS:-2}
-CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-2} CONNECTIONS=${BENCH_CONNECTIONS:-32}
 if [[ $MODE == smoke ]]; then
     RUNS=1 DURATION=2 WARMUP=0 SEED=200
 else
