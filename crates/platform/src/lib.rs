@@ -27,6 +27,7 @@ pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timestamp;
 pub mod validation;
 
 pub use auth::Caller;

@@ -262,7 +262,9 @@ pub struct OrderResponse {
     pub status: OrderStatus,
     pub user_verified: bool,
     pub status_reason: Option<String>,
+    #[serde(serialize_with = "platform::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "platform::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Who created the order (a token's subject).
     pub created_by: Option<String>,

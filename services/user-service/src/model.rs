@@ -236,7 +236,9 @@ pub struct UserResponse {
     pub name: String,
     pub age: i32,
     pub active: bool,
+    #[serde(serialize_with = "platform::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "platform::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     pub role: UserRole,
     /// Who created the user (a token's subject); null when self-registered.
