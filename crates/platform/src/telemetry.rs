@@ -36,19 +36,19 @@ pub fn subscriber<W>(filter: EnvFilter, format: LogFormat, otel: OtelLayer, writ
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let registry = tracing_subscriber::registry().with(otel);
+    let registry = tracing_subscriber::registry()
+        .with(otel)
+        .with(crate::otel::SkipUnsampled);
     match format {
-        LogFormat::Json => Dispatch::new(
-            registry.with(
-                json_subscriber::layer()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_target(true)
-                    .with_opentelemetry_ids(true)
-                    .with_writer(writer)
-                    .with_filter(filter),
-            ),
-        ),
+        LogFormat::Json => {
+            let mut json = json_subscriber::layer()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_target(true)
+                .with_writer(writer);
+            crate::otel::log_ids::add_to(json.inner_layer_mut());
+            Dispatch::new(registry.with(json.with_filter(filter)))
+        }
         LogFormat::Pretty => Dispatch::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
@@ -153,9 +153,14 @@ mod tests {
             writer.clone()
         });
         let (trace_id, span_id) = tracing::dispatcher::with_default(&dispatch, || {
-            let span = tracing::info_span!("request", request_id = "r-1");
+            let request = Request::get("/x")
+                .header("x-request-id", "r-1")
+                .body(())
+                .unwrap();
+            let span = request_span("test")(&request);
             let _entered = span.enter();
             tracing::info!("inside the request");
+            tracing::info_span!("inner").in_scope(|| tracing::info!("deeper"));
             let context = span.context();
             let ids = context.span().span_context().clone();
             (ids.trace_id().to_string(), ids.span_id().to_string())
@@ -164,17 +169,16 @@ mod tests {
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(line["fields"]["message"], "inside the request", "{line}");
-        assert_eq!(
-            line["openTelemetry"]["traceId"],
-            trace_id.as_str(),
-            "{line}"
-        );
-        assert_eq!(line["openTelemetry"]["spanId"], span_id.as_str(), "{line}");
+        assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
+        assert_eq!(line["span_id"], span_id.as_str(), "{line}");
+        let deeper: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(deeper["fields"]["message"], "deeper", "{deeper}");
+        assert_eq!(deeper["trace_id"], trace_id.as_str(), "{deeper}");
         assert_eq!(line["span"]["request_id"], "r-1", "{line}");
     }
 
-    /// Whether debug spans (a store call, its statement) made inside a request
-    /// span, whose trace the sampler kept (`ratio` 1.0) or dropped (0.0),
+    /// Whether debug spans (a store call, its statement) inside a request span,
+    /// whose trace the sampler kept (`ratio` 1.0) or dropped (0.0), are made and
     /// become OpenTelemetry spans of their own.
     fn debug_spans_traced_in_a_request_sampled_at(ratio: &str) -> bool {
         let settings = TracingSettings::from_lookup(&crate::config::pairs(&[
@@ -197,9 +201,13 @@ mod tests {
             let store = tracing::debug_span!("store");
             let _in_store = store.enter();
             let sql = tracing::debug_span!("sql");
-            [&store, &sql]
-                .map(|s| s.context().span().span_context().is_valid())
-                .contains(&true)
+            let traced = [&store, &sql].map(|s| s.context().span().span_context().is_valid());
+            let made = [&store, &sql].map(|s| !s.is_disabled());
+            assert_eq!(
+                traced, made,
+                "a debug span is made exactly when it is traced"
+            );
+            traced.contains(&true)
         });
         drop(tracing);
         traced

@@ -56,6 +56,9 @@ pub(super) fn consume_span(
     {
         let _ = span.set_parent(context_from_traceparent(parent));
     }
+    if !span.is_disabled() {
+        crate::otel::log_ids::remember(&span);
+    }
     span
 }
 

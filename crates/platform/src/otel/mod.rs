@@ -12,6 +12,7 @@
 //! requests in and out, and events through the outbox and the bus.
 
 mod filter;
+pub(crate) mod log_ids;
 pub mod propagation;
 
 use std::time::Duration;
@@ -23,11 +24,11 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::Filtered;
+use tracing_subscriber::filter::{Filtered, Targets};
 use tracing_subscriber::registry::Registry;
 
 use crate::config::{ConfigError, Env, Lookup};
-pub use filter::SpanFilter;
+pub use filter::SkipUnsampled;
 
 pub use propagation::{
     context_from_traceparent, inject, record_server_response, start_server_span, traceparent,
@@ -35,7 +36,7 @@ pub use propagation::{
 
 /// The tracing layer with its filter, over the registry.
 pub type OtelLayer =
-    Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, SpanFilter, Registry>;
+    Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>;
 
 /// How traces are exported, from the standard variables (read once, at start).
 #[derive(Debug, Clone, PartialEq)]
@@ -265,7 +266,7 @@ pub fn layer(
         .with_tracked_inactivity(false)
         .with_level(false)
         .with_target(false)
-        .with_filter(SpanFilter::new());
+        .with_filter(filter::targets());
     Ok(Some((layer, Tracing { provider })))
 }
 

@@ -42,7 +42,7 @@ pub fn start_server_span<B>(span: &Span, request: &Request<B>, route: Option<&st
         None => method.to_owned(),
     };
     record_name_and_kind(span, &name, "server");
-    if !span.context().span().span_context().is_sampled() {
+    if !super::log_ids::remember(span).is_sampled() {
         super::filter::mark_unsampled(span);
         return;
     }

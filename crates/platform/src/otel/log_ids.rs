@@ -1,0 +1,65 @@
+//! `trace_id` and `span_id` on every JSON log line inside a request (or an
+//! event's consumer span), as flat keys a log search can filter on.
+//!
+//! The ids are written once, when the server (or consumer) span starts, into
+//! that span's registry data; each log line copies them from the nearest span
+//! that has them. json-subscriber's own `openTelemetry` object would nest them
+//! and look them up in the OpenTelemetry layer for every line.
+
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use tracing::{Span, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::registry::{LookupSpan, Registry, SpanRef};
+
+/// The ids a span's log lines carry, formatted once.
+struct LogIds {
+    trace_id: String,
+    span_id: String,
+}
+
+/// Notes `span`'s trace and span id for its log lines, and its span context
+/// (which starts the OpenTelemetry span; an invalid context without a layer).
+pub(crate) fn remember(span: &Span) -> SpanContext {
+    let span_context = span.context().span().span_context().clone();
+    if span_context.is_valid() {
+        insert(
+            span,
+            LogIds {
+                trace_id: span_context.trace_id().to_string(),
+                span_id: span_context.span_id().to_string(),
+            },
+        );
+    }
+    span_context
+}
+
+/// Adds `trace_id` and `span_id` to each line `layer` writes inside a span
+/// whose ids were remembered.
+pub fn add_to<S, W>(layer: &mut json_subscriber::JsonLayer<S, W>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    layer.add_from_span("trace_id", |span| nearest(span, |ids| ids.trace_id.clone()));
+    layer.add_from_span("span_id", |span| nearest(span, |ids| ids.span_id.clone()));
+}
+
+fn nearest<S, T>(span: &SpanRef<'_, S>, field: impl Fn(&LogIds) -> T) -> Option<T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    span.scope()
+        .find_map(|span| span.extensions().get::<LogIds>().map(&field))
+}
+
+/// Stores `value` in `span`'s registry data (where layers keep theirs). A
+/// no-op without a registry.
+pub(super) fn insert<T: Send + Sync + 'static>(span: &Span, value: T) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(data) = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id))
+        {
+            data.extensions_mut().insert(value);
+        }
+    });
+}
