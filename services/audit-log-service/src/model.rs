@@ -31,10 +31,12 @@ pub struct AuditLog {
     pub resource_id: String,
     /// The `X-Request-ID` of the request that caused it, if any.
     pub request_id: Option<String>,
+    #[serde(serialize_with = "platform::timestamp::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     /// What changed, as the event carried it.
     pub payload: serde_json::Value,
     /// When this service stored it.
+    #[serde(serialize_with = "platform::timestamp::rfc3339")]
     pub recorded_at: DateTime<Utc>,
 }
 

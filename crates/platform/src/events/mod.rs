@@ -41,6 +41,7 @@ pub struct Event {
     /// `user.created`, `order.status_changed`, ...
     #[serde(rename = "type")]
     pub event_type: String,
+    #[serde(serialize_with = "crate::timestamp::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     pub actor: Actor,
     /// `user`, `order` or `auth`.
