@@ -7,7 +7,6 @@
 # Stages:
 #   builder  - compiles the dependencies in their own cached layer (manifests plus stub
 #              sources), then the real sources: `cargo build --profile dist --locked -p $SERVICE`
-#              with the service's `mimalloc` feature (the faster allocator)
 #   runtime  - debian:bookworm-slim with only the binary, running as a non-root user.
 
 ARG RUST_VERSION=1.95
@@ -46,7 +45,7 @@ RUN set -eux; \
         touch "services/$svc/src/lib.rs"; \
         echo 'fn main() {}' > "services/$svc/src/main.rs"; \
     done; \
-    cargo build --profile dist --locked -p "${SERVICE}" --features "${SERVICE}/mimalloc"; \
+    cargo build --profile dist --locked -p "${SERVICE}"; \
     rm -rf crates/platform/src "services/${SERVICE}/src"
 
 # 2) The real sources (migrations are embedded at compile time, platform::embed_migrations!).
@@ -56,7 +55,7 @@ COPY crates/platform crates/platform
 COPY services/${SERVICE} services/${SERVICE}
 RUN set -eux; \
     find crates/platform "services/${SERVICE}" -type f -exec touch {} +; \
-    cargo build --profile dist --locked -p "${SERVICE}" --features "${SERVICE}/mimalloc"; \
+    cargo build --profile dist --locked -p "${SERVICE}"; \
     install -D -m 0755 "target/dist/${SERVICE}" "/out/${SERVICE}"
 
 ########################################################################################

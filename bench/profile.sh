@@ -5,9 +5,9 @@
 #   bash bench/profile.sh [requests]     default 1000; needs valgrind, psql, python3, openssl
 #
 # PROFILE=release profiles the faster-to-build release profile instead of dist
-# (compare only figures of the same profile). Starts the binary under callgrind on
-# a fresh database (dropped at the end) with logs at info (discarded) and the
-# run's own signing key, gets the operator's token, seeds 20 users, warms up with
+# (compare only figures of the same profile); FEATURES adds cargo --features.
+# Starts the binary under callgrind on a fresh database (dropped at the end)
+# with logs at info (discarded) and the run's own signing key, gets the operator's token, seeds 20 users, warms up with
 # 200 GETs, zeroes the counters, sends the measured GETs with the token over one
 # keep-alive connection, dumps, and prints the total per request and the heaviest
 # inclusive functions. The callgrind file is kept when CALLGRIND_OUT names a path.

@@ -31,14 +31,12 @@ parse_mode() {
 }
 
 # build_dist_binaries ROOT SKIP builds the three services in the optimised `dist`
-# profile with the mimalloc allocator (as the Dockerfile does), unless SKIP is 1,
-# and sets USER_BIN, ORDER_BIN and AUDIT_BIN to the binaries.
+# profile, unless SKIP is 1, and sets USER_BIN, ORDER_BIN and AUDIT_BIN to the binaries.
 build_dist_binaries() {
     local root=$1 skip=$2 target
     if [[ $skip != 1 ]]; then
-        log "cargo build --profile dist -p user-service -p order-service -p audit-log-service (with mimalloc, as the images)"
-        cargo build --profile dist --quiet -p user-service -p order-service -p audit-log-service \
-            --features user-service/mimalloc,order-service/mimalloc,audit-log-service/mimalloc
+        log "cargo build --profile dist -p user-service -p order-service -p audit-log-service"
+        cargo build --profile dist --quiet -p user-service -p order-service -p audit-log-service
     fi
     target=${CARGO_TARGET_DIR:-target}
     [[ $target == /* ]] || target=$root/$target

@@ -659,8 +659,8 @@ def cmd_dockerfiles(root):
         if len(froms) < 2:
             p.append("not multi-stage")
         runs = " ".join(a for i, a in ins if i == "RUN")
-        if 'cargo build --profile dist --locked -p "${SERVICE}" --features "${SERVICE}/mimalloc"' not in runs:
-            p.append("no 'cargo build --profile dist --locked -p \"${SERVICE}\" --features \"${SERVICE}/mimalloc\"'")
+        if 'cargo build --profile dist --locked -p "${SERVICE}"' not in runs:
+            p.append("no 'cargo build --profile dist --locked -p \"${SERVICE}\"'")
         copies = [a for i, a in ins if i == "COPY"]
         for m in members:
             if not any(c.split()[0] == f"{m}/Cargo.toml" for c in copies):
