@@ -146,7 +146,7 @@ async fn authenticate(parts: &mut Parts) -> Result<Option<Caller>, ApiError> {
     };
     let caller = verifier(parts)?.verify(token).await?;
     // The request's log line names who asked (never the token).
-    tracing::Span::current().record("sub", caller.subject());
+    crate::telemetry::record_subject(caller.subject());
     charge_subject(parts, &caller).await?;
     Ok(Some(caller))
 }

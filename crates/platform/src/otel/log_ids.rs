@@ -53,7 +53,7 @@ where
 
 /// Stores `value` in `span`'s registry data (where layers keep theirs). A
 /// no-op without a registry.
-pub(super) fn insert<T: Send + Sync + 'static>(span: &Span, value: T) {
+pub(crate) fn insert<T: Send + Sync + 'static>(span: &Span, value: T) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(data) = dispatch
             .downcast_ref::<Registry>()

@@ -478,7 +478,7 @@ backend_tests! {
                 .iter()
                 .find(|e| e["span"]["request_id"] == request_id && e["fields"]["message"] == "finished processing request")
                 .unwrap_or_else(|| panic!("no request line for {request_id}"));
-            assert_eq!(line["span"]["sub"].as_str(), sub.as_deref(), "{line}");
+            assert_eq!(line["sub"].as_str(), sub.as_deref(), "{line}");
         }
     }
 }
