@@ -3,10 +3,11 @@
 
 use axum::extract::MatchedPath;
 use axum::http::Request;
-use tracing::{Dispatch, Span};
+use tracing::{Dispatch, Span, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::{LookupSpan, Registry, SpanRef};
 
 use crate::config::LogFormat;
 use crate::otel::OtelLayer;
@@ -14,7 +15,7 @@ use crate::otel::OtelLayer;
 /// Installs the global subscriber: JSON lines, or compact lines for a person at a
 /// terminal. `RUST_LOG`, when set, overrides `level` (e.g. `RUST_LOG=info,sqlx=debug`).
 /// With `otel`, spans are also exported ([`crate::otel`]) and each JSON line
-/// carries the `openTelemetry` trace and span ids. Calling it twice is harmless.
+/// inside a request carries its `trace_id` and `span_id`. Calling it twice is harmless.
 pub fn init(level: &str, format: LogFormat, otel: Option<OtelLayer>) {
     let filter = log_filter(level);
     let Some(otel) = otel else {
@@ -41,12 +42,7 @@ where
         .with(crate::otel::SkipUnsampled);
     match format {
         LogFormat::Json => {
-            let mut json = json_subscriber::layer()
-                .with_current_span(true)
-                .with_span_list(false)
-                .with_target(true)
-                .with_writer(writer);
-            add_subject(json.inner_layer_mut());
+            let mut json = json_layer().with_writer(writer);
             crate::otel::log_ids::add_to(json.inner_layer_mut());
             Dispatch::new(registry.with(json.with_filter(filter)))
         }
@@ -68,13 +64,8 @@ fn init_logs_only(filter: EnvFilter, format: LogFormat) {
         // but keeps each span's fields as ready JSON instead of re-parsing them for
         // every event: the request line cost a fifth of a GET's instructions before.
         LogFormat::Json => {
-            let mut json = json_subscriber::layer()
-                .with_current_span(true)
-                .with_span_list(false)
-                .with_target(true);
-            add_subject(json.inner_layer_mut());
             let _ = tracing_subscriber::registry()
-                .with(json)
+                .with(json_layer())
                 .with(filter)
                 .try_init();
         }
@@ -88,6 +79,21 @@ fn init_logs_only(filter: EnvFilter, format: LogFormat) {
     }
 }
 
+/// The JSON lines: the current span's fields, the target, and the caller's `sub`.
+fn json_layer<S>() -> json_subscriber::fmt::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let mut layer = json_subscriber::layer()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(true);
+    layer.inner_layer_mut().add_from_span("sub", |span| {
+        nearest_span_data(span, |Subject(sub)| sub.clone())
+    });
+    layer
+}
+
 /// The caller of a request, for its log lines.
 struct Subject(String);
 
@@ -97,17 +103,31 @@ struct Subject(String);
 /// than recorded as a span field, which would make the JSON layer serialise all
 /// of the span's fields again (about 5k instructions per request).
 pub fn record_subject(subject: &str) {
-    crate::otel::log_ids::insert(&Span::current(), Subject(subject.to_owned()));
+    insert_span_data(&Span::current(), Subject(subject.to_owned()));
 }
 
-fn add_subject<S, W>(layer: &mut json_subscriber::JsonLayer<S, W>)
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    layer.add_from_span("sub", |span| {
-        span.scope()
-            .find_map(|span| span.extensions().get::<Subject>().map(|s| s.0.clone()))
+/// Stores `value` in `span`'s registry data, where layers keep theirs and log
+/// lines and filters can find it ([`nearest_span_data`]). A no-op without a
+/// registry.
+pub(crate) fn insert_span_data<T: Send + Sync + 'static>(span: &Span, value: T) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(data) = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id))
+        {
+            data.extensions_mut().insert(value);
+        }
     });
+}
+
+/// `read` of the `T` stored in `span` or the nearest of its parents that has one.
+pub(crate) fn nearest_span_data<S, T, R>(span: &SpanRef<'_, S>, read: impl Fn(&T) -> R) -> Option<R>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    T: 'static,
+{
+    span.scope()
+        .find_map(|span| span.extensions().get::<T>().map(&read))
 }
 
 /// The span every request runs in: its fields appear on each log line it emits.

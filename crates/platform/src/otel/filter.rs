@@ -14,13 +14,15 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::telemetry::{insert_span_data, nearest_span_data};
+
 /// Marks a span (the request's server span) whose trace is not sampled.
 struct Unsampled;
 
 /// Notes that `span`'s trace is not sampled, so that no debug-level span is
 /// made inside it.
 pub(super) fn mark_unsampled(span: &Span) {
-    super::log_ids::insert(span, Unsampled);
+    insert_span_data(span, Unsampled);
 }
 
 /// A global filter: debug (and trace) spans and events are off inside a
@@ -41,11 +43,9 @@ where
 
     fn enabled(&self, meta: &Metadata<'_>, cx: Context<'_, S>) -> bool {
         *meta.level() < Level::DEBUG
-            || cx.lookup_current().is_none_or(|current| {
-                !current
-                    .scope()
-                    .any(|span| span.extensions().get::<Unsampled>().is_some())
-            })
+            || cx
+                .lookup_current()
+                .is_none_or(|current| nearest_span_data(&current, |_: &Unsampled| ()).is_none())
     }
 }
 

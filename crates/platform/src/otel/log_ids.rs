@@ -9,7 +9,9 @@
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use tracing::{Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::registry::{LookupSpan, Registry, SpanRef};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::telemetry::{insert_span_data, nearest_span_data};
 
 /// The ids a span's log lines carry, formatted once.
 struct LogIds {
@@ -22,7 +24,7 @@ struct LogIds {
 pub(crate) fn remember(span: &Span) -> SpanContext {
     let span_context = span.context().span().span_context().clone();
     if span_context.is_valid() {
-        insert(
+        insert_span_data(
             span,
             LogIds {
                 trace_id: span_context.trace_id().to_string(),
@@ -39,27 +41,10 @@ pub fn add_to<S, W>(layer: &mut json_subscriber::JsonLayer<S, W>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    layer.add_from_span("trace_id", |span| nearest(span, |ids| ids.trace_id.clone()));
-    layer.add_from_span("span_id", |span| nearest(span, |ids| ids.span_id.clone()));
-}
-
-fn nearest<S, T>(span: &SpanRef<'_, S>, field: impl Fn(&LogIds) -> T) -> Option<T>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    span.scope()
-        .find_map(|span| span.extensions().get::<LogIds>().map(&field))
-}
-
-/// Stores `value` in `span`'s registry data (where layers keep theirs). A
-/// no-op without a registry.
-pub(crate) fn insert<T: Send + Sync + 'static>(span: &Span, value: T) {
-    span.with_subscriber(|(id, dispatch)| {
-        if let Some(data) = dispatch
-            .downcast_ref::<Registry>()
-            .and_then(|registry| registry.span(id))
-        {
-            data.extensions_mut().insert(value);
-        }
+    layer.add_from_span("trace_id", |span| {
+        nearest_span_data(span, |ids: &LogIds| ids.trace_id.clone())
+    });
+    layer.add_from_span("span_id", |span| {
+        nearest_span_data(span, |ids: &LogIds| ids.span_id.clone())
     });
 }
