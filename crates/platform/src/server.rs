@@ -160,7 +160,6 @@ fn cors(origins: &[String]) -> CorsLayer {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let request_id = X_REQUEST_ID;
     let traceparent = HeaderName::from_static(crate::otel::propagation::TRACEPARENT);
     CorsLayer::new()
         .allow_origin(allow_origin)
@@ -174,10 +173,10 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_headers([
             header::CONTENT_TYPE,
             header::ACCEPT,
-            request_id.clone(),
+            X_REQUEST_ID,
             traceparent.clone(),
         ])
-        .expose_headers([request_id, header::RETRY_AFTER, traceparent])
+        .expose_headers([X_REQUEST_ID, header::RETRY_AFTER, traceparent])
 }
 
 /// A panicking handler answers 500 in the envelope; the panic text goes to the log only.

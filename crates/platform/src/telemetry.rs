@@ -11,6 +11,7 @@ use tracing_subscriber::registry::{LookupSpan, Registry, SpanRef};
 
 use crate::config::LogFormat;
 use crate::otel::OtelLayer;
+use crate::otel::sampling::{self, ServerTrace};
 
 /// Installs the global subscriber: JSON lines, or compact lines for a person at a
 /// terminal. `RUST_LOG`, when set, overrides `level` (e.g. `RUST_LOG=info,sqlx=debug`).
@@ -37,9 +38,7 @@ pub fn subscriber<W>(filter: EnvFilter, format: LogFormat, otel: OtelLayer, writ
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let registry = tracing_subscriber::registry()
-        .with(otel)
-        .with(crate::otel::SkipUnsampled);
+    let registry = tracing_subscriber::registry().with(otel);
     match format {
         LogFormat::Json => {
             let mut json = json_layer().with_writer(writer);
@@ -106,16 +105,16 @@ pub fn record_subject(subject: &str) {
     insert_span_data(&Span::current(), Subject(subject.to_owned()));
 }
 
-/// Stores `value` in `span`'s registry data, where layers keep theirs and log
-/// lines and filters can find it ([`nearest_span_data`]). A no-op without a
-/// registry.
+/// Stores `value` in `span`'s registry data (replacing an earlier `T`), where
+/// layers keep theirs and log lines and filters can find it
+/// ([`nearest_span_data`]). A no-op without a registry.
 pub(crate) fn insert_span_data<T: Send + Sync + 'static>(span: &Span, value: T) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(data) = dispatch
             .downcast_ref::<Registry>()
             .and_then(|registry| registry.span(id))
         {
-            data.extensions_mut().insert(value);
+            data.extensions_mut().replace(value);
         }
     });
 }
@@ -131,6 +130,9 @@ where
 }
 
 /// The span every request runs in: its fields appear on each log line it emits.
+/// When spans are exported and the sampler keeps the request's trace, it is
+/// also the OpenTelemetry server span; otherwise it is made where the
+/// OpenTelemetry layer does not look ([`crate::otel::sampling`]).
 pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + Clone {
     move |request: &Request<B>| {
         let route = request
@@ -143,17 +145,36 @@ pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + 
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let method = request.method();
+        let unsampled = match sampling::decide(request.headers()) {
+            Some(ServerTrace::Sampled(parent)) => {
+                let name = crate::otel::server_span_name(method, route);
+                let span = tracing::info_span!(
+                    "request",
+                    service,
+                    method = %method,
+                    path,
+                    request_id,
+                    otel.name = name,
+                    otel.kind = "server",
+                );
+                crate::otel::start_server_span(&span, parent, request, route);
+                return span;
+            }
+            Some(ServerTrace::Unsampled(span_context)) => Some(span_context),
+            None => None,
+        };
         let span = tracing::info_span!(
+            target: sampling::UNTRACED_TARGET,
             "request",
             service,
-            method = %request.method(),
+            method = %method,
             path,
             request_id,
-            // Set only when spans are exported (the OpenTelemetry span's name and kind).
-            otel.name = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
         );
-        crate::otel::start_server_span(&span, request, route);
+        if let Some(span_context) = unsampled {
+            sampling::mark_unsampled(&span, span_context);
+        }
         span
     }
 }

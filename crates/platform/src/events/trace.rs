@@ -11,6 +11,7 @@ use tracing::{Instrument, Span};
 use super::Handler;
 use super::outbox::Pending;
 use crate::otel::context_from_traceparent;
+use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The span the relay publishes `pending` in: the child of the span that
@@ -57,7 +58,8 @@ pub(super) fn consume_span(
         let _ = span.set_parent(context_from_traceparent(parent));
     }
     if !span.is_disabled() {
-        crate::otel::log_ids::remember(&span);
+        let span_context = span.context().span().span_context().clone();
+        crate::otel::log_ids::remember(&span, &span_context);
     }
     span
 }

@@ -1,14 +1,13 @@
 //! `trace_id` and `span_id` on every JSON log line inside a request (or an
 //! event's consumer span), as flat keys a log search can filter on.
 //!
-//! The ids are written once, when the server (or consumer) span starts, into
+//! The ids are written once, when a request's (or consumer's) span starts, into
 //! that span's registry data; each log line copies them from the nearest span
 //! that has them. json-subscriber's own `openTelemetry` object would nest them
 //! and look them up in the OpenTelemetry layer for every line.
 
-use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry::trace::SpanContext;
 use tracing::{Span, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::telemetry::{insert_span_data, nearest_span_data};
@@ -19,10 +18,8 @@ struct LogIds {
     span_id: String,
 }
 
-/// Notes `span`'s trace and span id for its log lines, and its span context
-/// (which starts the OpenTelemetry span; an invalid context without a layer).
-pub(crate) fn remember(span: &Span) -> SpanContext {
-    let span_context = span.context().span().span_context().clone();
+/// Notes `span_context`'s trace and span id for `span`'s log lines.
+pub(crate) fn remember(span: &Span, span_context: &SpanContext) {
     if span_context.is_valid() {
         insert_span_data(
             span,
@@ -32,7 +29,6 @@ pub(crate) fn remember(span: &Span) -> SpanContext {
             },
         );
     }
-    span_context
 }
 
 /// Adds `trace_id` and `span_id` to each line `layer` writes inside a span

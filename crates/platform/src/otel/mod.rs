@@ -11,9 +11,9 @@
 //! [`propagation`] carries the W3C trace context across every boundary: HTTP
 //! requests in and out, and events through the outbox and the bus.
 
-mod filter;
 pub(crate) mod log_ids;
 pub mod propagation;
+pub mod sampling;
 
 use std::time::Duration;
 
@@ -23,20 +23,27 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
+use tracing::Level;
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{Filtered, Targets};
+use tracing_subscriber::layer::Layered;
 use tracing_subscriber::registry::Registry;
 
 use crate::config::{ConfigError, Env, Lookup};
-pub use filter::SkipUnsampled;
+use sampling::{DecidedIds, RequestSampling};
 
 pub use propagation::{
-    context_from_traceparent, inject, record_server_response, start_server_span, traceparent,
+    context_from_traceparent, inject, record_server_response, server_span_name, start_server_span,
+    traceparent,
 };
 
-/// The tracing layer with its filter, over the registry.
-pub type OtelLayer =
-    Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>;
+/// The tracing layer with its filter, and the requests' sampling, over the registry.
+pub type OtelLayer = Layered<
+    RequestSampling,
+    Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>,
+    Registry,
+>;
 
 /// How traces are exported, from the standard variables (read once, at start).
 #[derive(Debug, Clone, PartialEq)]
@@ -250,6 +257,7 @@ pub fn layer(
                 .build(),
         )
         .with_sampler(settings.sampling.sampler())
+        .with_id_generator(DecidedIds::default())
         .with_resource(
             Resource::builder()
                 .with_service_name(name.to_owned())
@@ -259,6 +267,9 @@ pub fn layer(
     let tracer = provider.tracer("platform");
     // Source locations, thread names and busy/idle times would add attributes
     // to every span; the span names and fields already say where it was.
+    // Nothing reads OpenTelemetry's current context (spans find their parent
+    // through `tracing`), so entering a span need not attach one: that cost a
+    // context clone and a thread-local push and pop at every poll of a request.
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(false)
@@ -266,8 +277,37 @@ pub fn layer(
         .with_tracked_inactivity(false)
         .with_level(false)
         .with_target(false)
-        .with_filter(filter::targets());
+        .with_context_activation(false)
+        .with_filter(targets())
+        .and_then(RequestSampling::new(settings.sampling.sampler()));
     Ok(Some((layer, Tracing { provider })))
+}
+
+/// What becomes part of a trace: our own spans down to the SQL statements
+/// (debug), other crates' from info; never a request the sampler dropped, the
+/// exporter's own diagnostics (they would feed back into it), the drivers'
+/// statement logs (they may hold values) or the per-request "finished" line
+/// (the span has it).
+fn targets() -> Targets {
+    let ours = [
+        "platform",
+        "user_service",
+        "order_service",
+        "audit_log_service",
+        "microservices",
+    ];
+    let quiet = [
+        ("opentelemetry", Level::ERROR),
+        ("sqlx", Level::WARN),
+        ("tokio_postgres", Level::WARN),
+        ("tower_http", Level::WARN),
+        ("async_nats", Level::WARN),
+    ];
+    Targets::new()
+        .with_default(Level::INFO)
+        .with_targets(ours.map(|target| (target, Level::DEBUG)))
+        .with_targets(quiet)
+        .with_target(sampling::UNTRACED_TARGET, LevelFilter::OFF)
 }
 
 #[cfg(test)]

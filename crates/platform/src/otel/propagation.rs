@@ -5,69 +5,53 @@
 
 use std::collections::HashMap;
 
-use axum::http::{HeaderMap, HeaderValue, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, Request};
 use axum::response::Response;
 use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, Status, TraceContextExt};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderInjector;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::sampling::unsampled_context;
+
 /// The header name of the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// Makes `span` the server span of `request`: the child of the caller's span
-/// when the request carries a `traceparent`, else the root of a new trace;
-/// named `METHOD route` with the HTTP semantic conventions' attributes.
-/// `route` is the matched route template, `None` when no route matched.
-///
-/// The span starts here (its name and kind must be known by then), so the
-/// sampler's decision is known at once: an unsampled request skips the
-/// attributes and is marked so that its debug-level spans are not created.
-pub fn start_server_span<B>(span: &Span, request: &Request<B>, route: Option<&str>) {
-    let parent = if request.headers().contains_key(TRACEPARENT) {
-        TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()))
-    } else {
-        Context::new()
-    };
-    // Fails when no OpenTelemetry layer exists: then there is nothing to name.
-    if span.set_parent(parent).is_err() {
-        return;
-    }
-    let method = request.method().as_str();
-    let name = match route {
+/// The OpenTelemetry name of a request's server span: `METHOD route`, or the
+/// method alone when no route matched.
+pub fn server_span_name(method: &Method, route: Option<&str>) -> String {
+    match route {
         Some(route) => format!("{method} {route}"),
-        None => method.to_owned(),
-    };
-    record_name_and_kind(span, &name, "server");
-    if !super::log_ids::remember(span).is_sampled() {
-        super::filter::mark_unsampled(span);
+        None => method.as_str().to_owned(),
+    }
+}
+
+/// Starts `span`, a sampled request's span (made with its `otel.name` and
+/// `otel.kind`), as the server span of `request`: the child of `parent` (the
+/// caller's span, or an empty context for a new trace), with the HTTP
+/// semantic conventions' attributes. `route` is the matched route template.
+pub fn start_server_span<B>(
+    span: &Span,
+    parent: Context,
+    request: &Request<B>,
+    route: Option<&str>,
+) {
+    // Fails when no OpenTelemetry layer exists: then there is nothing to start.
+    if span.set_parent(parent).is_err() {
+        super::sampling::forget_decided_trace_id();
         return;
     }
-    span.set_attribute("http.request.method", method.to_owned());
+    let span_context = span.context().span().span_context().clone();
+    super::sampling::forget_decided_trace_id();
+    super::log_ids::remember(span, &span_context);
+    span.set_attribute("http.request.method", request.method().as_str().to_owned());
     span.set_attribute("url.path", request.uri().path().to_owned());
     if let Some(route) = route {
         span.set_attribute("http.route", route.to_owned());
     }
-}
-
-/// Records `otel.name` and `otel.kind` in one go: each record makes the JSON
-/// log layer serialise the span's fields again.
-fn record_name_and_kind(span: &Span, name: &str, kind: &str) {
-    let Some(fields) = span.metadata().map(tracing::Metadata::fields) else {
-        return;
-    };
-    let (Some(name_field), Some(kind_field)) =
-        (fields.field("otel.name"), fields.field("otel.kind"))
-    else {
-        return;
-    };
-    span.record_all(&fields.value_set(&[
-        (&name_field, Some(&name as &dyn tracing::Value)),
-        (&kind_field, Some(&kind as &dyn tracing::Value)),
-    ]));
 }
 
 /// Middleware (`map_response`, inside the request span): the status on the
@@ -75,16 +59,20 @@ fn record_name_and_kind(span: &Span, name: &str, kind: &str) {
 /// naming the span, which a client can quote in a bug report.
 pub async fn record_server_response(mut response: Response) -> Response {
     let span = Span::current();
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    if !span_context.is_valid() {
-        return response;
-    }
-    let status = response.status();
-    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.set_status(Status::error(status.to_string()));
-    }
+    let span_context = match traced_context(&span) {
+        Some(span_context) => {
+            let status = response.status();
+            span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+            if status.is_server_error() {
+                span.set_status(Status::error(status.to_string()));
+            }
+            span_context
+        }
+        None => match unsampled_context(&span) {
+            Some(span_context) => span_context,
+            None => return response,
+        },
+    };
     if let Ok(value) = HeaderValue::from_str(&format_traceparent(&span_context)) {
         response.headers_mut().insert(TRACEPARENT, value);
     }
@@ -93,8 +81,8 @@ pub async fn record_server_response(mut response: Response) -> Response {
 
 /// Writes `span`'s trace context into `headers` (an outgoing request).
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
-    let context = span.context();
-    if context.span().span_context().is_valid() {
+    if let Some(span_context) = trace_context(span) {
+        let context = Context::new().with_remote_span_context(span_context);
         TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
     }
 }
@@ -102,11 +90,19 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) {
 /// `span`'s trace context as a `traceparent` value, for what crosses a
 /// boundary that has no HTTP headers (the outbox row, the in-process bus).
 pub fn traceparent(span: &Span) -> Option<String> {
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| format_traceparent(&span_context))
+    trace_context(span).map(|span_context| format_traceparent(&span_context))
+}
+
+/// `span`'s trace context: its OpenTelemetry span's, or, in a request whose
+/// trace is not sampled (it has no OpenTelemetry span), the request's own.
+fn trace_context(span: &Span) -> Option<SpanContext> {
+    traced_context(span).or_else(|| unsampled_context(span))
+}
+
+/// The context of `span`'s OpenTelemetry span, if it has one.
+fn traced_context(span: &Span) -> Option<SpanContext> {
+    let span_context = span.context().span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
 }
 
 /// The parent context a `traceparent` value names (an empty context when it
