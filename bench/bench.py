@@ -694,6 +694,14 @@ def render_md(res, targets):
 
 # ---------------------------------------------------------------------------
 
+def add_positional_command(sub, name, func, *args):
+    """A subcommand whose arguments are all plain positionals."""
+    s = sub.add_parser(name)
+    for arg in args:
+        s.add_argument(arg)
+    s.set_defaults(func=func)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -706,8 +714,7 @@ def main():
     s.add_argument("cmd", nargs="+")
     s.set_defaults(func=cmd_launch)
 
-    s = sub.add_parser("free-port")
-    s.set_defaults(func=cmd_free_port)
+    add_positional_command(sub, "free-port", cmd_free_port)
 
     s = sub.add_parser("seed-config")
     s.add_argument("--kind", choices=["users", "orders"], required=True)
@@ -717,10 +724,7 @@ def main():
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_seed_config)
 
-    s = sub.add_parser("get-json")
-    s.add_argument("url")
-    s.add_argument("field")
-    s.set_defaults(func=cmd_get_json)
+    add_positional_command(sub, "get-json", cmd_get_json, "url", "field")
 
     s = sub.add_parser("drain-events")
     s.add_argument("--audit", required=True)
@@ -728,10 +732,7 @@ def main():
     s.add_argument("publisher", nargs="+")
     s.set_defaults(func=cmd_drain_events)
 
-    s = sub.add_parser("nats-delete-stream")
-    s.add_argument("server")
-    s.add_argument("stream")
-    s.set_defaults(func=cmd_nats_delete_stream)
+    add_positional_command(sub, "nats-delete-stream", cmd_nats_delete_stream, "server", "stream")
 
     s = sub.add_parser("set")
     s.add_argument("file")

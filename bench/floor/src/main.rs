@@ -126,14 +126,22 @@ fn failed(status: StatusCode, error: impl std::fmt::Display) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The live row of `table` with this id, read as the services read it: the same
+/// statement, prepared once per connection.
+async fn find_live(
+    pool: &Pool,
+    columns: &str,
+    table: &str,
+    id: i64,
+) -> Result<Option<Row>, BoxError> {
+    let sql = format!("SELECT {columns} FROM {table} WHERE id = $1 AND deleted_at IS NULL");
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(&sql).await?;
+    Ok(client.query_opt(&statement, &[&id]).await?)
+}
+
 async fn get_user(State(db): State<Databases>, Path(id): Path<i64>) -> Response {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL");
-    let result = async {
-        let client = db.users.get().await?;
-        let statement = client.prepare_cached(&sql).await?;
-        Ok::<_, BoxError>(client.query_opt(&statement, &[&id]).await?)
-    };
-    match result.await {
+    match find_live(&db.users, USER_COLUMNS, "users", id).await {
         Ok(Some(row)) => ok(StatusCode::OK, UserView::from(&row)),
         Ok(None) => failed(StatusCode::NOT_FOUND, "no such user"),
         Err(e) => failed(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -176,13 +184,7 @@ async fn create_user(State(db): State<Databases>, Json(new): Json<NewUser>) -> R
 }
 
 async fn get_order(State(db): State<Databases>, Path(id): Path<i64>) -> Response {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND deleted_at IS NULL");
-    let result = async {
-        let client = db.orders.get().await?;
-        let statement = client.prepare_cached(&sql).await?;
-        Ok::<_, BoxError>(client.query_opt(&statement, &[&id]).await?)
-    };
-    let order = match result.await {
+    let order = match find_live(&db.orders, ORDER_COLUMNS, "orders", id).await {
         Ok(Some(row)) => OrderView::from(&row),
         Ok(None) => return failed(StatusCode::NOT_FOUND, "no such order"),
         Err(e) => return failed(StatusCode::SERVICE_UNAVAILABLE, e),

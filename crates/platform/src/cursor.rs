@@ -13,7 +13,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Datelike, Utc};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use uuid::Uuid;
 
@@ -130,7 +130,8 @@ impl<Id: CursorId> Cursor<Id> {
 /// read against the list's scope ([`Cursor::from_param`]). Checking the shape
 /// while the query is decoded names a garbled cursor together with the other
 /// bad parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct CursorText(String);
 
 impl CursorText {
@@ -150,10 +151,11 @@ impl CursorText {
     }
 }
 
-impl<'de> Deserialize<'de> for CursorText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
+impl TryFrom<String> for CursorText {
+    type Error = &'static str;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
     }
 }
 

@@ -10,6 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus::core::{Atomic, Collector, GenericGauge};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -43,14 +44,13 @@ impl Metrics {
     /// `{prefix}_rate_limit_decisions_total` and `{prefix}_rate_limiter_fallback`.
     pub fn new(prefix: &str) -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(format!("{prefix}_requests_total"), "Total HTTP requests"),
-            &["method", "path", "status"],
-        )
-        .expect("valid metric");
-        let duration = HistogramVec::new(
+        let add = MetricSet {
+            registry: &registry,
+            prefix: prefix.to_owned(),
+        };
+        let duration = add.registered(HistogramVec::new(
             HistogramOpts::new(
-                format!("{prefix}_request_duration_seconds"),
+                add.name("request_duration_seconds"),
                 "HTTP request latency in seconds",
             )
             .buckets(vec![
@@ -58,64 +58,36 @@ impl Metrics {
                 10.0,
             ]),
             &["method", "path"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                format!("{prefix}_errors_total"),
-                "HTTP error responses by type",
+        ));
+        let metrics = Self {
+            requests: add.counter_vec(
+                "requests_total",
+                "Total HTTP requests",
+                &["method", "path", "status"],
             ),
-            &["type"],
-        )
-        .expect("valid metric");
-        let in_flight = IntGauge::new(
-            format!("{prefix}_requests_in_flight"),
-            "HTTP requests being served",
-        )
-        .expect("valid metric");
-        let rate_limited = IntCounter::new(
-            format!("{prefix}_rate_limited_total"),
-            "Requests rejected by the per-IP rate limiter",
-        )
-        .expect("valid metric");
-        let rate_limiter_clients = IntGauge::new(
-            format!("{prefix}_rate_limiter_clients"),
-            "Client IPs tracked by the rate limiter",
-        )
-        .expect("valid metric");
-        let rate_limit_decisions = IntCounterVec::new(
-            Opts::new(
-                format!("{prefix}_rate_limit_decisions_total"),
+            duration,
+            errors: add.counter_vec("errors_total", "HTTP error responses by type", &["type"]),
+            in_flight: add.gauge("requests_in_flight", "HTTP requests being served"),
+            rate_limited: add.counter(
+                "rate_limited_total",
+                "Requests rejected by the per-IP rate limiter",
+            ),
+            rate_limiter_clients: add.gauge(
+                "rate_limiter_clients",
+                "Client IPs tracked by the rate limiter",
+            ),
+            rate_limit_decisions: add.counter_vec(
+                "rate_limit_decisions_total",
                 "Rate limit checks by decision: allowed or limited, by Redis or in-process; \
                  unavailable when Redis is away and the limiter fails closed",
+                &["decision"],
             ),
-            &["decision"],
-        )
-        .expect("valid metric");
-        let rate_limiter_fallback = IntGauge::new(
-            format!("{prefix}_rate_limiter_fallback"),
-            "1 while the shared (Redis) rate limiter is unavailable and the in-process one decides",
-        )
-        .expect("valid metric");
-        let metrics = Self {
+            rate_limiter_fallback: add.gauge(
+                "rate_limiter_fallback",
+                "1 while the shared (Redis) rate limiter is unavailable and the in-process one decides",
+            ),
             registry,
-            requests,
-            duration,
-            errors,
-            in_flight,
-            rate_limited,
-            rate_limiter_clients,
-            rate_limit_decisions,
-            rate_limiter_fallback,
         };
-        metrics.register(Box::new(metrics.requests.clone()));
-        metrics.register(Box::new(metrics.duration.clone()));
-        metrics.register(Box::new(metrics.errors.clone()));
-        metrics.register(Box::new(metrics.in_flight.clone()));
-        metrics.register(Box::new(metrics.rate_limited.clone()));
-        metrics.register(Box::new(metrics.rate_limiter_clients.clone()));
-        metrics.register(Box::new(metrics.rate_limit_decisions.clone()));
-        metrics.register(Box::new(metrics.rate_limiter_fallback.clone()));
         // Known label values exist from the start, so `rate()` sees the first one.
         for kind in ["client_error", "server_error"] {
             metrics.errors.with_label_values(&[kind]);
@@ -157,6 +129,15 @@ impl Metrics {
         counter
     }
 
+    /// Makes and registers metrics named `{service}_{name}`, with the service's
+    /// dashes as underscores (`order-service` -> `order_service_*`).
+    pub fn for_service(&self, service: &str) -> MetricSet<'_> {
+        MetricSet {
+            registry: &self.registry,
+            prefix: service.replace('-', "_"),
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::with_capacity(8 * 1024);
@@ -178,6 +159,45 @@ impl Metrics {
         } else if status.is_client_error() {
             self.errors.with_label_values(&["client_error"]).inc();
         }
+    }
+}
+
+/// Makes metrics named `{prefix}_{name}` and registers them in one service's
+/// registry: each metric is one line where it is declared.
+///
+/// # Panics
+/// Its methods panic when a name is invalid or already registered: a programming error.
+pub struct MetricSet<'a> {
+    registry: &'a Registry,
+    prefix: String,
+}
+
+impl MetricSet<'_> {
+    /// A registered counter.
+    pub fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.registered(IntCounter::new(self.name(name), help))
+    }
+
+    /// A registered gauge: `IntGauge` or (float) `Gauge`.
+    pub fn gauge<P: Atomic + 'static>(&self, name: &str, help: &str) -> GenericGauge<P> {
+        self.registered(GenericGauge::new(self.name(name), help))
+    }
+
+    /// A registered counter with labels.
+    pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.registered(IntCounterVec::new(Opts::new(self.name(name), help), labels))
+    }
+
+    fn name(&self, name: &str) -> String {
+        format!("{}_{name}", self.prefix)
+    }
+
+    fn registered<M: Collector + Clone + 'static>(&self, metric: prometheus::Result<M>) -> M {
+        let metric = metric.expect("valid metric");
+        self.registry
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique per service");
+        metric
     }
 }
 

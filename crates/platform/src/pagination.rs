@@ -202,7 +202,7 @@ impl<'a> Filter<'a> {
     }
 
     /// Plans the statements for their actual values each time (see
-    /// [`Database::query_planned`]): for conditions whose best plan depends on
+    /// [`Connection::query_planned`](crate::db::Connection::query_planned)): for conditions whose best plan depends on
     /// the value, such as a substring search that is selective or not.
     #[must_use]
     pub fn planned_per_value(mut self) -> Self {
@@ -216,10 +216,11 @@ impl<'a> Filter<'a> {
         sql: &str,
         params: &[&dyn SqlParam],
     ) -> Result<Vec<Row>, DbError> {
+        let mut connection = db.connection().await?;
         if self.custom_plan {
-            db.query_planned(sql, params).await
+            connection.query_planned(sql, params).await
         } else {
-            db.query(sql, params).await
+            connection.query(sql, params).await
         }
     }
 }

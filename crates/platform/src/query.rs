@@ -25,40 +25,25 @@ use crate::validation::{MAX_ECHO_CHARS, field_errors, truncate};
 #[derive(Debug, Clone)]
 pub struct ListQuery<F>(pub PageRequest, pub F);
 
-impl<S, F> FromRequestParts<S> for ListQuery<F>
-where
-    S: Send + Sync,
-    F: DeserializeOwned + Validate,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Self::from_query(parts.uri.query().unwrap_or(""))
-    }
-}
-
 impl<F: DeserializeOwned + Validate> ListQuery<F> {
     /// Reads a raw query string (without the `?`).
     ///
     /// # Errors
     /// 400 naming every bad parameter.
     pub fn from_query(query: &str) -> Result<Self, ApiError> {
-        let pairs = QueryPairs::parse(query)?;
-        let mut errors = Vec::new();
-        let page = pairs.decode::<PageQuery>(&mut errors);
-        if let Some(PageQuery {
-            page: Some(_),
-            cursor: Some(_),
-            ..
-        }) = &page
-        {
-            errors.push(FieldError::new("cursor", "cannot be combined with page"));
-        }
-        let filter = pairs.decode::<F>(&mut errors);
-        match (page, filter) {
-            (Some(page), Some(filter)) if errors.is_empty() => Ok(Self(page.into(), filter)),
-            _ => Err(pairs.in_query_order(errors)),
-        }
+        QueryPairs::read(query, |pairs, errors| {
+            let page = pairs.decode::<PageQuery>(errors);
+            if let Some(PageQuery {
+                page: Some(_),
+                cursor: Some(_),
+                ..
+            }) = &page
+            {
+                errors.push(FieldError::new("cursor", "cannot be combined with page"));
+            }
+            let filter = pairs.decode::<F>(errors);
+            Some(Self(page?.into(), filter?))
+        })
     }
 }
 
@@ -67,32 +52,36 @@ impl<F: DeserializeOwned + Validate> ListQuery<F> {
 #[derive(Debug, Clone)]
 pub struct StrictQuery<F>(pub F);
 
-impl<S, F> FromRequestParts<S> for StrictQuery<F>
-where
-    S: Send + Sync,
-    F: DeserializeOwned + Validate,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Self::from_query(parts.uri.query().unwrap_or(""))
-    }
-}
-
 impl<F: DeserializeOwned + Validate> StrictQuery<F> {
     /// Reads a raw query string (without the `?`).
     ///
     /// # Errors
     /// 400 naming every bad parameter.
     pub fn from_query(query: &str) -> Result<Self, ApiError> {
-        let pairs = QueryPairs::parse(query)?;
-        let mut errors = Vec::new();
-        match pairs.decode::<F>(&mut errors) {
-            Some(value) if errors.is_empty() => Ok(Self(value)),
-            _ => Err(pairs.in_query_order(errors)),
-        }
+        QueryPairs::read(query, |pairs, errors| pairs.decode(errors)).map(Self)
     }
 }
+
+/// Makes an extractor of a type with a `from_query`: one `FromRequestParts` impl
+/// per query type (the orphan rule allows no blanket impl over a local trait).
+macro_rules! extract_from_query_string {
+    ($query:ident) => {
+        impl<S, F> FromRequestParts<S> for $query<F>
+        where
+            S: Send + Sync,
+            F: DeserializeOwned + Validate,
+        {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+                Self::from_query(parts.uri.query().unwrap_or(""))
+            }
+        }
+    };
+}
+
+extract_from_query_string!(ListQuery);
+extract_from_query_string!(StrictQuery);
 
 /// The decoded `name=value` pairs of a query string, each name at most once.
 #[derive(Debug, Clone, Default)]
@@ -115,6 +104,21 @@ impl QueryPairs {
             pairs.push((name, value));
         }
         Ok(Self(pairs))
+    }
+
+    /// Parses `query` and reads a value out of it with `decode`, which adds an
+    /// error per bad parameter: the value only when there was none, otherwise
+    /// one 400 naming them all in query order.
+    fn read<T>(
+        query: &str,
+        decode: impl FnOnce(&Self, &mut Vec<FieldError>) -> Option<T>,
+    ) -> Result<T, ApiError> {
+        let pairs = Self::parse(query)?;
+        let mut errors = Vec::new();
+        match decode(&pairs, &mut errors) {
+            Some(value) if errors.is_empty() => Ok(value),
+            _ => Err(pairs.in_query_order(errors)),
+        }
     }
 
     /// Decodes `T`, adding an error per bad field to `errors`. A field that fails

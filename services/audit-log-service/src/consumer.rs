@@ -35,29 +35,19 @@ pub struct ConsumerMetrics {
 
 impl ConsumerMetrics {
     pub fn register(metrics: &Metrics, service: &str) -> Self {
-        let prefix = service.replace('-', "_");
-        let this = Self {
-            stored: IntCounter::new(
-                format!("{prefix}_events_stored_total"),
-                "Events stored in the audit log",
-            )
-            .expect("valid metric"),
-            duplicates: IntCounter::new(
-                format!("{prefix}_events_duplicate_total"),
+        let add = metrics.for_service(service);
+        Self {
+            stored: add.counter("events_stored_total", "Events stored in the audit log"),
+            duplicates: add.counter(
+                "events_duplicate_total",
                 "Events delivered again and not stored twice",
-            )
-            .expect("valid metric"),
-            lag: IntGauge::new(
-                format!("{prefix}_consumer_lag"),
+            ),
+            lag: add.gauge(
+                "consumer_lag",
                 "Events in the stream the consumer has not acknowledged yet \
                  (pending plus in flight; 0 without NATS)",
-            )
-            .expect("valid metric"),
-        };
-        metrics.register(Box::new(this.stored.clone()));
-        metrics.register(Box::new(this.duplicates.clone()));
-        metrics.register(Box::new(this.lag.clone()));
-        this
+            ),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use utoipa::openapi::{KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type};
 
 pub const MIN_CHARS: usize = 8;
@@ -14,7 +14,8 @@ pub const MAX_CHARS: usize = 128;
 
 /// A password as the client sent it. `Debug` hides it and it has no `Serialize`,
 /// so it cannot reach a log line or an answer by accident.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Password(Arc<str>);
 
 impl std::fmt::Debug for Password {
@@ -72,6 +73,14 @@ impl Password {
     }
 }
 
+impl TryFrom<String> for Password {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
 /// The hash an unknown email is checked against: a random password nobody knows,
 /// hashed with the same parameters as real ones.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
@@ -85,13 +94,6 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 /// Computes the dummy hash now, so the first failed login costs no more than later ones.
 pub fn warm_up() {
     LazyLock::force(&DUMMY_HASH);
-}
-
-impl<'de> Deserialize<'de> for Password {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = String::deserialize(deserializer)?;
-        Self::parse(&value).map_err(serde::de::Error::custom)
-    }
 }
 
 impl utoipa::PartialSchema for Password {

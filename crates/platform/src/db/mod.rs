@@ -154,19 +154,6 @@ impl Database {
         self.connection().await?.query(sql, params).await
     }
 
-    /// Every row the statement returns, planned for these values (see
-    /// [`Connection::query_planned`]).
-    ///
-    /// # Errors
-    /// See [`DbError`].
-    pub async fn query_planned(
-        &self,
-        sql: &str,
-        params: &[&dyn SqlParam],
-    ) -> Result<Vec<Row>, DbError> {
-        self.connection().await?.query_planned(sql, params).await
-    }
-
     /// The first row, if any.
     ///
     /// # Errors

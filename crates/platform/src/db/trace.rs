@@ -65,27 +65,33 @@ mod tests {
 
     #[test]
     fn statements_are_named_by_operation_and_table_only() {
-        assert_eq!(
-            summary("SELECT id, email FROM users WHERE email = $1"),
-            ("SELECT".into(), Some("users"))
-        );
-        assert_eq!(
-            summary("insert into outbox (event_id) VALUES ($1)"),
-            ("INSERT".into(), Some("outbox"))
-        );
-        assert_eq!(
-            summary("UPDATE orders SET status = $2 WHERE id = $1"),
-            ("UPDATE".into(), Some("orders"))
-        );
-        assert_eq!(
-            summary("DELETE FROM outbox WHERE published_at < $1"),
-            ("DELETE".into(), Some("outbox"))
-        );
-        assert_eq!(summary("BEGIN IMMEDIATE"), ("BEGIN".into(), None));
-        assert_eq!(summary("SELECT 1 AS one"), ("SELECT".into(), None));
-        assert_eq!(
-            summary("SELECT count(*) AS n FROM (SELECT 1) t"),
-            ("SELECT".into(), None)
-        );
+        let cases = [
+            (
+                "SELECT id, email FROM users WHERE email = $1",
+                "SELECT",
+                Some("users"),
+            ),
+            (
+                "insert into outbox (event_id) VALUES ($1)",
+                "INSERT",
+                Some("outbox"),
+            ),
+            (
+                "UPDATE orders SET status = $2 WHERE id = $1",
+                "UPDATE",
+                Some("orders"),
+            ),
+            (
+                "DELETE FROM outbox WHERE published_at < $1",
+                "DELETE",
+                Some("outbox"),
+            ),
+            ("BEGIN IMMEDIATE", "BEGIN", None),
+            ("SELECT 1 AS one", "SELECT", None),
+            ("SELECT count(*) AS n FROM (SELECT 1) t", "SELECT", None),
+        ];
+        for (sql, operation, table) in cases {
+            assert_eq!(summary(sql), (operation.to_owned(), table), "{sql}");
+        }
     }
 }

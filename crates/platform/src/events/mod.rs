@@ -223,22 +223,19 @@ mod tests {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "order.status_changed");
         assert_eq!(json["actor"]["sub"], "system");
-        let user = Event::new(
-            "user.created",
-            Actor::system(),
-            ("user", "1".into()),
-            None,
-            serde_json::Value::Null,
-        );
-        assert_eq!(user.subject(), "events.users.created");
-        let auth = Event::new(
-            "auth.login_failed",
-            Actor::system(),
-            ("auth", "x".into()),
-            None,
-            serde_json::Value::Null,
-        );
-        assert_eq!(auth.subject(), "events.auth.login_failed");
+        for (event_type, resource, subject) in [
+            ("user.created", "user", "events.users.created"),
+            ("auth.login_failed", "auth", "events.auth.login_failed"),
+        ] {
+            let event = Event::new(
+                event_type,
+                Actor::system(),
+                (resource, "1".into()),
+                None,
+                serde_json::Value::Null,
+            );
+            assert_eq!(event.subject(), subject);
+        }
     }
 }
 

@@ -37,34 +37,19 @@ pub struct OutboxMetrics {
 
 impl OutboxMetrics {
     pub fn register(metrics: &Metrics, service: &str) -> Self {
-        let prefix = service.replace('-', "_");
-        let this = Self {
-            backlog: IntGauge::new(
-                format!("{prefix}_outbox_backlog"),
-                "Events written but not yet published",
-            )
-            .expect("valid metric"),
-            oldest_age: Gauge::new(
-                format!("{prefix}_outbox_oldest_unpublished_seconds"),
+        let add = metrics.for_service(service);
+        Self {
+            backlog: add.gauge("outbox_backlog", "Events written but not yet published"),
+            oldest_age: add.gauge(
+                "outbox_oldest_unpublished_seconds",
                 "Age of the oldest unpublished event (0 when none waits)",
-            )
-            .expect("valid metric"),
-            published: IntCounter::new(
-                format!("{prefix}_outbox_published_total"),
-                "Events published to the bus",
-            )
-            .expect("valid metric"),
-            failures: IntCounter::new(
-                format!("{prefix}_outbox_publish_failures_total"),
+            ),
+            published: add.counter("outbox_published_total", "Events published to the bus"),
+            failures: add.counter(
+                "outbox_publish_failures_total",
                 "Publish attempts that failed (the event stays and is retried)",
-            )
-            .expect("valid metric"),
-        };
-        metrics.register(Box::new(this.backlog.clone()));
-        metrics.register(Box::new(this.oldest_age.clone()));
-        metrics.register(Box::new(this.published.clone()));
-        metrics.register(Box::new(this.failures.clone()));
-        this
+            ),
+        }
     }
 
     async fn refresh(&self, db: &Database) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::{Answer, Load, TestClient, assert_documented, poll_until};
+use super::{Answer, Load, TestClient, assert_documented, assert_eventually, poll_until};
 
 /// A throwaway PostgreSQL cluster of its own (`initdb` + `pg_ctl` in a temp dir, on
 /// a free loopback port) that a test can stop and start again under load, which the
@@ -217,11 +217,12 @@ pub async fn database_outage_under_load(
     recovery: Duration,
     max_latency: Duration,
 ) -> Outage {
-    let running = poll_until(Duration::from_secs(30), || async {
-        load.count(|a| a.status == Some(201)) >= 20
-    })
+    assert_eventually(
+        Duration::from_secs(30),
+        || async { load.count(|a| a.status == Some(201)) >= 20 },
+        "load is running",
+    )
     .await;
-    assert!(running.is_some(), "load is running");
     let (down, ready_failed_after) = stop_and_notice(postgres, mode, service, &load).await;
     postgres.restart().await;
     let up = std::time::Instant::now();
@@ -277,21 +278,17 @@ async fn stop_and_notice(
 ) -> (std::time::Instant, Duration) {
     postgres.stop(mode).await;
     let down = std::time::Instant::now();
-    let unready = poll_until(Duration::from_secs(15), || async {
-        service.get("/health/ready").await.status == StatusCode::SERVICE_UNAVAILABLE
-    })
+    let unready = assert_eventually(
+        Duration::from_secs(15),
+        || async { service.get("/health/ready").await.status == StatusCode::SERVICE_UNAVAILABLE },
+        "/health/ready keeps passing with the database down",
+    )
     .await;
-    assert!(
-        unready.is_some(),
-        "/health/ready keeps passing with the database down"
-    );
-    let refused = poll_until(Duration::from_secs(30), || async {
-        load.count(|a| a.started > down && a.status == Some(503)) >= 6
-    })
+    assert_eventually(
+        Duration::from_secs(30),
+        || async { load.count(|a| a.started > down && a.status == Some(503)) >= 6 },
+        "the load saw no 503 while the database was down",
+    )
     .await;
-    assert!(
-        refused.is_some(),
-        "the load saw no 503 while the database was down"
-    );
-    (down, unready.unwrap_or_default())
+    (down, unready)
 }

@@ -118,6 +118,25 @@ where
     }
 }
 
+/// Polls `check` as [`poll_until`] does and fails the test with `failure` when
+/// it never held within `limit`; returns how long it took.
+///
+/// # Panics
+/// When `check` did not hold within `limit`.
+pub async fn assert_eventually<F, Fut>(
+    limit: std::time::Duration,
+    check: F,
+    failure: &str,
+) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let reached = poll_until(limit, check).await;
+    assert!(reached.is_some(), "{failure}");
+    reached.unwrap_or_default()
+}
+
 /// Asserts that the committed OpenAPI file (relative to the workspace root) is what
 /// the code generates, and says how to regenerate it when not.
 ///

@@ -11,6 +11,15 @@ use serde_json::{Value, json};
 
 use crate::system::{Pipeline, as_admin};
 
+/// The audit log once every published event is in it, walked `page_size`
+/// entries at a time; asserted to hold exactly one entry per event.
+async fn settled_log(pipeline: &Pipeline, page_size: usize) -> Vec<Value> {
+    let events = pipeline.settled_events().await;
+    let entries = pipeline.audit.walk("", page_size).await;
+    assert_one_entry_per_event(&entries, &events);
+    entries
+}
+
 /// Asserts that `entries` are exactly `events`, one entry each, as the events say.
 fn assert_one_entry_per_event(entries: &[Value], events: &[Event]) {
     let by_id: BTreeMap<&str, &Value> = entries
@@ -88,10 +97,8 @@ backend_tests! {
         let deleted = as_admin(&pipeline.users).delete(&user).await;
         assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
 
-        let events = pipeline.settled_events().await;
         // Pages smaller than the log: the walk follows the cursor across all of them.
-        let entries = pipeline.audit.walk("", 3).await;
-        assert_one_entry_per_event(&entries, &events);
+        let entries = settled_log(&pipeline, 3).await;
         let id = id.to_string();
         assert_eq!(summary(&entries), sorted(&[
             ("user.created", "anonymous", &id),
@@ -134,9 +141,7 @@ backend_tests! {
             assert_eq!(refused.invalid_fields(), ["actor"]);
         }
 
-        let events = pipeline.settled_events().await;
-        let entries = pipeline.audit.walk("", 100).await;
-        assert_one_entry_per_event(&entries, &events);
+        let entries = settled_log(&pipeline, 100).await;
         let id = id.to_string();
         // Only the accepted requests left a trace, each with the token's subject.
         assert_eq!(summary(&entries), sorted(&[

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use platform::backend_tests;
-use platform::testing::{Backend, TestStream, outbox_events, poll_until, unpublished_events};
+use platform::testing::{
+    Backend, TestStream, assert_eventually, outbox_events, unpublished_events,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -142,27 +144,30 @@ async fn with_nats_the_outbox_drains_and_a_deleted_users_pending_orders_are_canc
                 .status,
             StatusCode::OK
         );
-        let cancelled = poll_until(Duration::from_secs(15), || async {
-            orders.get(&format!("/api/v1/orders/{pending}")).await.body["data"]["status"]
-                == "cancelled"
-        })
+        assert_eventually(
+            Duration::from_secs(15),
+            || async {
+                orders.get(&format!("/api/v1/orders/{pending}")).await.body["data"]["status"]
+                    == "cancelled"
+            },
+            &format!("{backend:?}: the pending order was not cancelled"),
+        )
         .await;
-        assert!(
-            cancelled.is_some(),
-            "{backend:?}: the pending order was not cancelled"
-        );
         let pending = orders.get(&format!("/api/v1/orders/{pending}")).await;
         assert_eq!(pending.body["data"]["status_reason"], "user deleted");
         assert_eq!(pending.body["data"]["updated_by"], "system");
         let shipped = orders.get(&format!("/api/v1/orders/{shipped}")).await;
         assert_eq!(shipped.body["data"]["status"], "shipped");
         // Both outboxes drain; the cancellation is itself an event, by system.
-        let drained = poll_until(Duration::from_secs(15), || async {
-            unpublished_events(users.database_url()).await == 0
-                && unpublished_events(orders.database_url()).await == 0
-        })
+        assert_eventually(
+            Duration::from_secs(15),
+            || async {
+                unpublished_events(users.database_url()).await == 0
+                    && unpublished_events(orders.database_url()).await == 0
+            },
+            &format!("{backend:?}: the outbox did not drain"),
+        )
         .await;
-        assert!(drained.is_some(), "{backend:?}: the outbox did not drain");
         let last = outbox_events::<Value>(orders.database_url())
             .await
             .pop()

@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::helpers::{OrderService, StandIn, TestClient, spawn_system, stored_orders};
 use platform::backend_tests;
 use platform::testing::{
-    Answer, Load, TemporaryPostgres, assert_documented, created_ids, database_outage_under_load,
-    poll_until,
+    Answer, Load, TemporaryPostgres, assert_documented, assert_eventually, created_ids,
+    database_outage_under_load, poll_until,
 };
 
 /// Order-service's default request timeout: no answer may take longer.
@@ -55,26 +55,22 @@ backend_tests! {
         let users = vec![active, active, active, inactive, unknown];
         let orders = &system.orders;
         let load = order_load(&orders.client, users, 6);
-        let warm = poll_until(Duration::from_secs(30), || async { load.count(|a| a.status == Some(201)) >= 20 }).await;
-        assert!(warm.is_some(), "load is running");
+        assert_eventually(Duration::from_secs(30), || async { load.count(|a| a.status == Some(201)) >= 20 }, "load is running").await;
         assert_eq!(orders.breaker_state().await, 0.0);
 
         system.users.stop().await;
         let stopped = Instant::now();
-        let opened = poll_until(Duration::from_secs(30), || async { orders.breaker_state().await == 2.0 }).await;
-        assert!(opened.is_some(), "the breaker never opened with user-service gone");
+        let opened = assert_eventually(Duration::from_secs(30), || async { orders.breaker_state().await == 2.0 }, "the breaker never opened with user-service gone").await;
         // Orders keep being taken (unverified) while user-service is away, through
         // several open -> half-open -> open rounds (CIRCUIT_BREAKER_TIMEOUT is 0.5 s).
-        let taken = poll_until(Duration::from_secs(30), || async {
+        assert_eventually(Duration::from_secs(30), || async {
             load.count(|a| a.started > stopped && a.status == Some(201)) >= 30
                 && stopped.elapsed() >= OUTAGE
-        }).await;
-        assert!(taken.is_some(), "orders were not taken during the outage");
+        }, "orders were not taken during the outage").await;
 
         system.users.restart().await;
         let restarted = Instant::now();
-        let closed = poll_until(Duration::from_secs(30), || async { orders.breaker_state().await == 0.0 }).await;
-        assert!(closed.is_some(), "the breaker never closed after user-service came back");
+        let closed = assert_eventually(Duration::from_secs(30), || async { orders.breaker_state().await == 0.0 }, "the breaker never closed after user-service came back").await;
         let more = load.count(|_| true) + 40;
         poll_until(Duration::from_secs(30), || async { load.count(|_| true) >= more }).await;
         let answers = load.finish().await;
@@ -105,8 +101,8 @@ backend_tests! {
             "FIGURES user_service_dies {backend:?}: answers {statuses:?}, {} orders created ({during_outage} during the outage), \
              breaker open {:?} after stop, closed {:?} after restart, outage lasted {:?}, all settled {:?} after the load stopped",
             ids.len(),
-            opened.unwrap_or_default(),
-            closed.unwrap_or_default(),
+            opened,
+            closed,
             restarted - stopped,
             settled.unwrap_or_default(),
         );
@@ -189,33 +185,34 @@ async fn concurrent_orders_against_a_slow_user_service_are_cut_at_the_timeout_th
         .map(|a| a.latency())
         .max()
         .unwrap_or_default();
-    let opened = poll_until(Duration::from_secs(10), || async {
-        orders.breaker_state().await == 2.0
-    })
+    assert_eventually(
+        Duration::from_secs(10),
+        || async { orders.breaker_state().await == 2.0 },
+        "timeouts did not trip the breaker",
+    )
     .await;
-    assert!(opened.is_some(), "timeouts did not trip the breaker");
 
     slow.state.lock().unwrap().delay = Duration::ZERO;
-    let closed = poll_until(Duration::from_secs(30), || async {
-        orders.breaker_state().await == 0.0
-    })
+    let closed = assert_eventually(
+        Duration::from_secs(30),
+        || async { orders.breaker_state().await == 0.0 },
+        "the breaker never closed once user-service was fast",
+    )
     .await;
-    assert!(
-        closed.is_some(),
-        "the breaker never closed once user-service was fast"
-    );
-    let settled = poll_until(SETTLE, || async {
-        stored_orders(orders.database_url())
-            .await
-            .iter()
-            .all(|o| o.user_verified && o.status == "pending")
-    })
+    let settled = assert_eventually(
+        SETTLE,
+        || async {
+            stored_orders(orders.database_url())
+                .await
+                .iter()
+                .all(|o| o.user_verified && o.status == "pending")
+        },
+        "the timed-out orders were not verified",
+    )
     .await;
-    assert!(settled.is_some(), "the timed-out orders were not verified");
     println!(
         "FIGURES slow_dependency: 12 concurrent orders, slowest {slowest:?} (client timeout 1 s, stand-in 10 s), \
          breaker closed {:?} after the stand-in turned fast, all verified {:?} later",
-        closed.unwrap_or_default(),
-        settled.unwrap_or_default(),
+        closed, settled,
     );
 }

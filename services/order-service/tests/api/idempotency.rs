@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use platform::backend_tests;
-use platform::testing::{TestResponse, count_rows, poll_until};
+use platform::testing::{TestResponse, assert_eventually, count_rows};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -104,8 +104,7 @@ backend_tests! {
         let running = tokio::spawn(async move {
             a.post_json_keyed("/api/v1/orders", "slow-1", &order(7)).await
         });
-        let looked_up = poll_until(Duration::from_secs(30), || async { stand_in.calls() >= 1 }).await;
-        assert!(looked_up.is_some(), "the first request never reached user-service");
+        assert_eventually(Duration::from_secs(30), || async { stand_in.calls() >= 1 }, "the first request never reached user-service").await;
         let repeat = b.post_json_keyed("/api/v1/orders", "slow-1", &order(7)).await;
         repeat.assert_error(409, "CONFLICT");
         let done = running.await.expect("first request");

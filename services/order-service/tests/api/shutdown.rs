@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use platform::backend_tests;
-use platform::testing::{Answer, Load, TestClient, TestDatabase, free_port, poll_until};
+use platform::testing::{
+    Answer, Load, TestClient, TestDatabase, assert_eventually, free_port, poll_until,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -65,10 +67,9 @@ backend_tests! {
             .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let mut child = spawn_binary(port, &database.url, &stand_in.url(), &vars);
         let client = TestClient::new(([127, 0, 0, 1], port).into()).with_token(&TEST_AUTH.admin_token());
-        let ready = poll_until(Duration::from_secs(60), || async {
+        assert_eventually(Duration::from_secs(60), || async {
             client.http.get(client.url("/health/ready")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
-        }).await;
-        assert!(ready.is_some(), "the binary never became ready");
+        }, "the binary never became ready").await;
 
         let load = new_connection_load(&client, 6);
         let running = poll_until(Duration::from_secs(60), || async { load.count(Answer::is_success) >= 100 }).await;
@@ -78,10 +79,9 @@ backend_tests! {
         assert!(kill.expect("kill runs").success(), "kill -TERM failed");
 
         // The load balancer's view: readiness fails, so it stops sending.
-        let unready = poll_until(Duration::from_secs(10), || async {
+        let unready = assert_eventually(Duration::from_secs(10), || async {
             client.get("/health/ready").await.status == StatusCode::SERVICE_UNAVAILABLE
-        }).await;
-        assert!(unready.is_some(), "readiness kept passing after SIGTERM");
+        }, "readiness kept passing after SIGTERM").await;
         // A keep-alive client is told to go elsewhere.
         let draining = client.get("/api/v1/orders").await;
         assert_eq!(draining.status, StatusCode::OK);
@@ -100,7 +100,7 @@ backend_tests! {
             "FIGURES sigterm-delay {backend:?}: {} requests on new connections, 0 cut, {after_signal} sent after SIGTERM \
              (readiness failed after {:?}), exit 0 after {exit_after:?} (delay {DELAY} s)",
             answers.len(),
-            unready.unwrap_or_default(),
+            unready,
         );
     }
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use platform::backend_tests;
-use platform::testing::{TestStream, metric_value, poll_until, unpublished_events};
+use platform::testing::{
+    TestStream, assert_eventually, metric_value, poll_until, unpublished_events,
+};
 use reqwest::StatusCode;
 
 use crate::helpers::{OrderService, UserService};
@@ -38,12 +40,15 @@ async fn user_service_calls(replica: &OrderService) -> f64 {
 /// Places orders for `user` on `replica` until one is served from the cache
 /// (the replica's event subscription must be live first).
 async fn warm(replica: &OrderService, user: i64) {
-    let warmed = poll_until(DELIVERY, || async {
-        replica.create_order_id(user).await;
-        cache_hits(replica).await >= 1.0
-    })
+    assert_eventually(
+        DELIVERY,
+        || async {
+            replica.create_order_id(user).await;
+            cache_hits(replica).await >= 1.0
+        },
+        &format!("the cache never served user {user}"),
+    )
     .await;
-    assert!(warmed.is_some(), "the cache never served user {user}");
 }
 
 /// Polls until `replica` answers `status` to an order for `user`.
@@ -75,8 +80,7 @@ backend_tests! {
         let deleted = users.create_user("deleted@example.com", true).await;
         // Their `user.created` events are out before the replicas subscribe, so
         // no late event empties a cache the test has just filled.
-        let published = poll_until(DELIVERY, || async { unpublished_events(users.database_url()).await == 0 }).await;
-        assert!(published.is_some(), "user-service's outbox did not drain");
+        assert_eventually(DELIVERY, || async { unpublished_events(users.database_url()).await == 0 }, "user-service's outbox did not drain").await;
         let first = OrderService::start(backend, &users.url(), &vars).await;
         let second = OrderService::start_on(first.database_url(), &users.url(), &vars).await;
         for replica in [&first, &second] {

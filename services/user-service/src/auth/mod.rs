@@ -191,16 +191,9 @@ pub async fn issue_token(
         }
     };
     let token = auth.issuer.issue(&request.client_id, &roles)?;
-    let origin = Origin {
-        actor: Actor {
-            sub: request.client_id.clone(),
-            roles: token.roles.clone(),
-        },
-        request_id,
-    };
     record_issued(
         &state,
-        &origin,
+        request_id,
         ("client", request.client_id.clone()),
         "client_credentials",
         &token,
@@ -252,16 +245,9 @@ pub async fn login(
     let token = auth
         .issuer
         .issue(&user.id.to_string(), &[user.role.token_role()])?;
-    let origin = Origin {
-        actor: Actor {
-            sub: user.id.to_string(),
-            roles: token.roles.clone(),
-        },
-        request_id,
-    };
     record_issued(
         &state,
-        &origin,
+        request_id,
         ("user", user.id.to_string()),
         "password",
         &token,
@@ -272,14 +258,22 @@ pub async fn login(
 }
 
 /// `auth.token_issued`: who got a token, how, with which roles, until when
-/// (never the token itself).
+/// (never the token itself). Its actor is the token's own subject (the id of
+/// `resource`, a client or a user) with the token's roles.
 async fn record_issued(
     state: &AppState,
-    origin: &Origin,
+    request_id: Option<String>,
     resource: (&str, String),
     grant: &str,
     token: &TokenResponse,
 ) -> Result<(), ApiError> {
+    let origin = Origin {
+        actor: Actor {
+            sub: resource.1.clone(),
+            roles: token.roles.clone(),
+        },
+        request_id,
+    };
     let payload = json!({"grant": grant, "roles": token.roles, "expires_at": token.expires_at});
     let event = origin.event("auth.token_issued", resource, payload);
     outbox::record_alone(&state.db, &event).await?;

@@ -672,21 +672,20 @@ async fn traffic(client: &TestClient) -> (Vec<String>, Vec<(&'static str, Option
         };
         assert_eq!(status.as_u16(), expected, "{request_id}");
     }
-    let failed = anonymous
-        .post_json(
-            "/api/v1/auth/login",
-            &json!({"email": "logged@example.com", "password": WRONG_PASSWORD}),
-        )
-        .await;
-    assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
     let bad_secret = "a-wrong-client-secret-0123456789";
-    let refused = anonymous
-        .post_json(
+    for (path, credentials) in [
+        (
+            "/api/v1/auth/login",
+            json!({"email": "logged@example.com", "password": WRONG_PASSWORD}),
+        ),
+        (
             "/api/v1/auth/token",
-            &json!({"client_id": "operator", "client_secret": bad_secret}),
-        )
-        .await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+            json!({"client_id": "operator", "client_secret": bad_secret}),
+        ),
+    ] {
+        let refused = anonymous.post_json(path, &credentials).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
 
     let mut secrets: Vec<String> = [
         PASSWORD,

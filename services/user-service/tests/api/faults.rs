@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 use crate::helpers::{Backend, ServiceProcess, TestClient, TestDatabase};
 use platform::backend_tests;
 use platform::testing::{
-    Answer, Load, TemporaryPostgres, created_ids, database_outage_under_load, poll_until,
+    Answer, Load, TemporaryPostgres, assert_eventually, created_ids, database_outage_under_load,
+    poll_until,
 };
 
 /// `USER_SERVICE_REQUEST_TIMEOUT` in these tests: no answer may take longer.
@@ -155,18 +156,16 @@ backend_tests! {
             &[("USER_SERVICE_SHUTDOWN_TIMEOUT", &GRACE.as_secs().to_string())],
         );
         let client = service.client.clone();
-        let ready = poll_until(Duration::from_secs(60), || async {
+        assert_eventually(Duration::from_secs(60), || async {
             client.http.get(client.url("/health/ready")).send().await.is_ok_and(|r| r.status().is_success())
-        }).await;
-        assert!(ready.is_some(), "the binary never became ready");
+        }, "the binary never became ready").await;
         let client = service.admin_client().await;
 
         // Two requests surely in the server's hands (the in-flight gauge counts them
         // and the /metrics call itself), waiting for the rest of their bodies.
         let slow_a = half_sent_post(&client, "slow-a@example.com").await;
         let slow_b = half_sent_post(&client, "slow-b@example.com").await;
-        let held = poll_until(Duration::from_secs(30), || async { in_flight(&client).await >= 3.0 }).await;
-        assert!(held.is_some(), "the half-sent requests never reached a handler");
+        assert_eventually(Duration::from_secs(30), || async { in_flight(&client).await >= 3.0 }, "the half-sent requests never reached a handler").await;
 
         let load = user_load(&client, 8, 100_000);
         poll_until(Duration::from_secs(30), || async { load.count(|a| a.is_success()) >= 100 }).await;
@@ -176,10 +175,9 @@ backend_tests! {
 
         // New connections: refused once the listener closes (the half-sent requests
         // keep the process draining meanwhile).
-        let closed = poll_until(Duration::from_secs(5), || async {
+        let closed = assert_eventually(Duration::from_secs(5), || async {
             TcpStream::connect(client.address).await.is_err()
-        }).await;
-        assert!(closed.is_some(), "still accepting connections 5 s after SIGTERM");
+        }, "still accepting connections 5 s after SIGTERM").await;
         let fresh = reqwest::Client::builder().no_proxy().build().unwrap();
         match fresh.get(client.url("/api/v1/users")).send().await {
             Err(e) => assert!(e.is_connect(), "{e:?}"),
@@ -222,7 +220,7 @@ backend_tests! {
              exit 0 after {exit_after:?} (grace {GRACE:?})",
             answers.len(),
             answers.iter().filter(|a| a.is_success()).count(),
-            closed.unwrap_or_default(),
+            closed,
         );
     }
 }
@@ -240,14 +238,12 @@ async fn a_request_stuck_past_the_grace_period_does_not_keep_the_process_alive()
     );
     let client = service.client.clone();
     let (mut stuck, _never_sent) = half_sent_post(&client, "stuck@example.com").await;
-    let held = poll_until(Duration::from_secs(30), || async {
-        in_flight(&client).await >= 2.0
-    })
+    assert_eventually(
+        Duration::from_secs(30),
+        || async { in_flight(&client).await >= 2.0 },
+        "the half-sent request never reached a handler",
+    )
     .await;
-    assert!(
-        held.is_some(),
-        "the half-sent request never reached a handler"
-    );
 
     let signalled = Instant::now();
     service.terminate();

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use platform::testing::{
-    Answer, Backend, Load, RunningService, TemporaryServer, TestClient, TestDatabase, metric_value,
-    poll_until, redis_prefix, redis_url, test_auth, test_config,
+    Answer, Backend, Load, RunningService, TemporaryServer, TestClient, TestDatabase,
+    assert_eventually, metric_value, redis_prefix, redis_url, test_auth, test_config,
 };
 use reqwest::StatusCode;
 
@@ -64,6 +64,19 @@ fn one_bucket(elapsed: Duration) -> u64 {
     u64::from(2 * RATE) + (elapsed.as_secs_f64() * f64::from(RATE)).ceil() as u64
 }
 
+/// Waits until every replica's fallback gauge reads `value` (1 while Redis is
+/// away), failing with `failure` after 30 s.
+async fn wait_for_fallback(replicas: &[RunningService], value: f64, failure: &str) {
+    for replica in replicas {
+        assert_eventually(
+            Duration::from_secs(30),
+            || async { fallback(replica).await == Some(value) },
+            failure,
+        )
+        .await;
+    }
+}
+
 async fn fallback(service: &RunningService) -> Option<f64> {
     metric_value(
         &service.metrics().await,
@@ -102,38 +115,30 @@ async fn with_redis_stopped_under_load_replicas_answer_without_5xx_and_share_the
         let client = clients[(n % 2) as usize].clone();
         async move { vec![ask(&client, &format!("198.18.{}.{}", n / 250 % 250, n % 250)).await] }
     });
-    let running = poll_until(Duration::from_secs(30), || async {
-        load.count(Answer::is_success) >= 50
-    })
+    assert_eventually(
+        Duration::from_secs(30),
+        || async { load.count(Answer::is_success) >= 50 },
+        "the load never got going",
+    )
     .await;
-    assert!(running.is_some(), "the load never got going");
 
     redis.stop().await;
-    for replica in &replicas {
-        let noticed = poll_until(Duration::from_secs(30), || async {
-            fallback(replica).await == Some(1.0)
-        })
-        .await;
-        assert!(
-            noticed.is_some(),
-            "a replica never fell back to its own limiter"
-        );
-    }
-    let down = load.count(|_| true);
-    let served = poll_until(Duration::from_secs(30), || async {
-        load.count(|_| true) >= down + 100
-    })
+    wait_for_fallback(
+        &replicas,
+        1.0,
+        "a replica never fell back to its own limiter",
+    )
     .await;
-    assert!(served.is_some(), "the load stalled while Redis was down");
+    let down = load.count(|_| true);
+    assert_eventually(
+        Duration::from_secs(30),
+        || async { load.count(|_| true) >= down + 100 },
+        "the load stalled while Redis was down",
+    )
+    .await;
 
     redis.restart().await;
-    for replica in &replicas {
-        let back = poll_until(Duration::from_secs(30), || async {
-            fallback(replica).await == Some(0.0)
-        })
-        .await;
-        assert!(back.is_some(), "a replica never returned to Redis");
-    }
+    wait_for_fallback(&replicas, 0.0, "a replica never returned to Redis").await;
     let answers = load.finish().await;
     for answer in &answers {
         assert!(
