@@ -293,6 +293,17 @@ drain_events() {
     log "events: $published published, $stored in the audit log ($ms ms after the last scenario)"
 }
 
+# settle_events: while audit-log-service runs, waits until the events written so
+# far are relayed and stored, so that a scenario (or pgbench) does not share the
+# machine with the backlog the previous one left (the seeding's 20,000 events
+# before GET user, POST user's before pgbench's insert).
+settle_events() {
+    [[ -n ${PIDS[audit-log-service@postgres]:-} ]] || return 0
+    py drain-events --audit "${URLS[audit-log-service@postgres]}" \
+        "${URLS[user-service@postgres]}" "${URLS[order-service@postgres]}" >/dev/null ||
+        die "events did not reach the audit log (see the services' logs)"
+}
+
 circuit() { py get-json "${URLS[order-service@postgres]}/health" info.user_service_circuit; }
 
 # seed kind count base-url backend [users]: POSTs through the API with curl -Z,
@@ -327,6 +338,7 @@ seed() {
 run_wrk() {
     local scenario=$1 url=$2 script=$BENCH/lua/$3 svcs=$4 svc fields=() logf
     shift 4
+    settle_events
     for svc in $svcs; do reset_peak "$svc"; done
     fields+=("loadavg_1m=$(cut -d' ' -f1 /proc/loadavg)")
     if ((WARMUP > 0)); then
@@ -363,6 +375,7 @@ PGBENCH_SSLMODE=disable
 run_pgbench() {
     local scenario=$1 db=$2 sql=$BENCH/sql/$3 rc=0 logf
     shift 3
+    settle_events
     local base=(env PGSSLMODE="$PGBENCH_SSLMODE" pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" "$@" -f "$sql")
     if ((WARMUP > 0)); then
         run_child timeout $((WARMUP + 60)) "${base[@]}" -T "$WARMUP" -D tag="r${RUN}w" "$db" \

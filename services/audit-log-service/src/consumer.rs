@@ -1,7 +1,8 @@
 //! The durable consumer that fills the audit log: every event on `events.>`,
 //! stored once by its id, acknowledged only after the insert committed (the
 //! platform's consumer acknowledges when the handler returns `Ok`, and delivers
-//! again after an `Err`). Plus a gauge of how far it is behind the stream.
+//! again after an `Err`); the events that arrive together are stored in one
+//! transaction. Plus a gauge of how far it is behind the stream.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use platform::app::BackgroundTask;
 use platform::db::Database;
-use platform::events::bus::Handler;
+use platform::events::consumer::BatchHandler;
 use platform::events::{Bus, EventSettings, consumer};
 use platform::metrics::Metrics;
 
@@ -51,17 +52,20 @@ impl ConsumerMetrics {
     }
 }
 
-/// Stores each event it is handed; an error (the database is away) means
-/// "deliver it again".
-pub fn handler(db: Database, metrics: ConsumerMetrics) -> Handler {
-    Arc::new(move |event| {
+/// Stores the events it is handed, a batch in one transaction; an error (the
+/// database is away) means "deliver them again".
+pub fn handler(db: Database, metrics: ConsumerMetrics) -> BatchHandler {
+    Arc::new(move |batch| {
         let (db, metrics) = (db.clone(), metrics.clone());
         Box::pin(async move {
-            if store::store_event(&db, &event).await? {
-                metrics.stored.inc();
-            } else {
-                metrics.duplicates.inc();
-                tracing::debug!(event_id = %event.id, "event already stored");
+            let stored = store::store_events(&db, &batch).await?;
+            for ((event, span), new) in batch.iter().zip(stored) {
+                if new {
+                    metrics.stored.inc();
+                } else {
+                    metrics.duplicates.inc();
+                    span.in_scope(|| tracing::debug!(event_id = %event.id, "event already stored"));
+                }
             }
             Ok(())
         })
@@ -75,7 +79,7 @@ pub fn tasks(
     metrics: &ConsumerMetrics,
 ) -> Vec<BackgroundTask> {
     let mut tasks: Vec<BackgroundTask> =
-        consumer::subscribe(settings, DURABLE, FILTER, handler(db, metrics.clone()))
+        consumer::subscribe_batches(settings, DURABLE, FILTER, handler(db, metrics.clone()))
             .into_iter()
             .collect();
     if settings.nats_url.is_some() {

@@ -4,8 +4,9 @@
 use std::sync::LazyLock;
 
 use chrono::SubsecRound;
-use platform::db::{Database, DbError, SqlParam, now};
+use platform::db::{Connection, Database, DbError, SqlParam, now};
 use platform::events::Event;
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use crate::error::AuditError;
@@ -20,14 +21,38 @@ const INSERT: &str = "INSERT INTO audit_logs (id, action, actor_sub, actor_roles
 static FIND: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {} FROM audit_logs WHERE id = $1", AuditLog::COLUMNS));
 
-/// Stores `event` unless an entry with its id exists; true when it was new.
-/// The statement commits on its own, so once this returns the entry is durable
-/// and the event may be acknowledged.
+/// Stores each event unless an entry with its id exists, all in one
+/// transaction, each insert in its event's span; per event, true when it was
+/// new. Once this returns the entries are durable and the events may be
+/// acknowledged.
 ///
 /// # Errors
-/// When the database cannot take it (the event is then delivered again).
-#[tracing::instrument(level = "debug", skip_all, fields(event_id = %event.id, event_type = %event.event_type))]
-pub async fn store_event(db: &Database, event: &Event) -> Result<bool, DbError> {
+/// When the database cannot take them (nothing is kept; the events are then
+/// delivered again).
+pub async fn store_events(db: &Database, batch: &[(Event, Span)]) -> Result<Vec<bool>, DbError> {
+    // A lone event's transaction is part of its trace; a batch's is a unit
+    // of its own, and each insert is in its event's trace.
+    let transaction_span = match batch {
+        [(_, span)] => span.clone(),
+        _ => tracing::debug_span!("store events", events = batch.len()),
+    };
+    async {
+        let mut transaction = db.begin().await?;
+        let mut stored = Vec::with_capacity(batch.len());
+        for (event, span) in batch {
+            let new = insert(&mut transaction, event)
+                .instrument(span.clone())
+                .await?;
+            stored.push(new);
+        }
+        transaction.commit().await?;
+        Ok(stored)
+    }
+    .instrument(transaction_span)
+    .await
+}
+
+async fn insert(connection: &mut Connection, event: &Event) -> Result<bool, DbError> {
     let roles = to_json(event, &event.actor.roles)?;
     let payload = to_json(event, &event.payload)?;
     // Microseconds, as both backends store them, so a cursor built from a
@@ -45,7 +70,7 @@ pub async fn store_event(db: &Database, event: &Event) -> Result<bool, DbError> 
         &payload,
         &now(),
     ];
-    Ok(db.execute(INSERT, &params).await? == 1)
+    Ok(connection.execute(INSERT, &params).await? == 1)
 }
 
 fn to_json(event: &Event, value: &impl serde::Serialize) -> Result<String, DbError> {

@@ -1,15 +1,22 @@
 //! Consuming events: a durable JetStream pull consumer (or an in-process
-//! subscription in the launcher) that hands each event to a handler and
-//! acknowledges it only after the handler succeeded. Delivery is at least once:
-//! handlers must be idempotent (by event id), and a failing one gets the event
-//! again after a pause.
+//! subscription in the launcher) that hands events to a handler and
+//! acknowledges them only after the handler succeeded. Delivery is at least
+//! once: handlers must be idempotent (by event id), and a failing one gets its
+//! events again after a pause.
+//!
+//! The events already waiting when one arrives are handed over together (a
+//! batch, up to [`MAX_BATCH`]), so that a handler that stores them can do so in
+//! one transaction: under load, one commit for many events instead of one each.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::bus::{Bus, Handler, NatsBus};
 use super::trace::consume_span;
@@ -20,17 +27,39 @@ use crate::app::BackgroundTask;
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// A handler's failure: the event comes back after this.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The most events handed to a handler at once.
+pub const MAX_BATCH: usize = 100;
+
+/// Handles events together, each with the consumer span it is handled in:
+/// `Ok` when every one of them is done (they are acknowledged), an error when
+/// none should count (they are all delivered again).
+pub type BatchHandler = Arc<
+    dyn Fn(Vec<(Event, Span)>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Subscribes `handler` to the events whose subject matches `filter`, as the
+/// durable consumer `durable`, one event at a time ([`subscribe_batches`]).
+pub fn subscribe(
+    settings: &EventSettings,
+    durable: &'static str,
+    filter: &'static str,
+    handler: Handler,
+) -> Option<BackgroundTask> {
+    subscribe_batches(settings, durable, filter, one_at_a_time(handler))
+}
 
 /// Subscribes `handler` to the events whose subject matches `filter`, as the
 /// durable consumer `durable` (its position survives restarts). In-process
 /// subscriptions are registered now, so they exist before any relay runs; a
 /// JetStream consumer runs as the returned background task. Without any bus
 /// nothing is consumed, and that is said once.
-pub fn subscribe(
+pub fn subscribe_batches(
     settings: &EventSettings,
     durable: &'static str,
     filter: &'static str,
-    handler: Handler,
+    handler: BatchHandler,
 ) -> Option<BackgroundTask> {
     if settings.nats_url.is_some() {
         let settings = settings.clone();
@@ -55,13 +84,28 @@ pub fn subscribe(
     None
 }
 
+/// `handler` on each event of a batch in turn, in the event's span; an error
+/// stops the batch (its events come again, the handled ones too: handlers are
+/// idempotent).
+fn one_at_a_time(handler: Handler) -> BatchHandler {
+    Arc::new(move |batch| {
+        let handler = Arc::clone(&handler);
+        Box::pin(async move {
+            for (event, span) in batch {
+                handler(event).instrument(span).await?;
+            }
+            Ok(())
+        })
+    })
+}
+
 /// Consumes until shutdown, (re)creating the consumer whenever the connection
 /// or the stream goes away.
 async fn consume(
     bus: Bus,
     durable: &'static str,
     filter: &'static str,
-    handler: Handler,
+    handler: BatchHandler,
     shutdown: CancellationToken,
 ) {
     let Bus::Nats(nats) = bus else {
@@ -89,7 +133,7 @@ async fn consume_once(
     nats: &NatsBus,
     durable: &str,
     filter: &str,
-    handler: &Handler,
+    handler: &BatchHandler,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let stream = nats.open_stream().await?;
@@ -111,42 +155,76 @@ async fn consume_once(
         .await
         .map_err(|e| anyhow::anyhow!("consumer {durable}: {e}"))?;
     tracing::info!(durable, filter, "consuming events from NATS JetStream");
-    while let Some(message) = messages.next().await {
+    while let Some(first) = messages.next().await {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let event: Event = match serde_json::from_slice(&message.payload) {
-            Ok(event) => event,
-            Err(err) => {
-                // Never becomes readable: stop its redelivery, keep it in the log.
-                tracing::error!(durable, subject = %message.subject, error = %err, "unreadable event dropped");
-                let _ = message.ack_with(AckKind::Term).await;
-                continue;
+        let mut received = vec![first.map_err(|e| anyhow::anyhow!("{e}"))?];
+        // What has already arrived joins the batch; nothing is waited for.
+        while received.len() < MAX_BATCH {
+            match messages.next().now_or_never() {
+                Some(Some(message)) => received.push(message.map_err(|e| anyhow::anyhow!("{e}"))?),
+                _ => break,
             }
-        };
-        let id = event.id;
-        let traceparent = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(crate::otel::propagation::TRACEPARENT))
-            .map(|v| v.as_str());
-        let span = consume_span(
-            durable,
-            message.subject.as_str(),
-            &id.to_string(),
-            traceparent,
-        );
-        match handler(event).instrument(span).await {
-            Ok(()) => message
-                .ack()
-                .await
-                .map_err(|e| anyhow::anyhow!("ack of {id}: {e}"))?,
+        }
+        let mut batch = Vec::with_capacity(received.len());
+        let mut handled = Vec::with_capacity(received.len());
+        for message in received {
+            match read(durable, &message) {
+                Some(event) => {
+                    batch.push(event);
+                    handled.push(message);
+                }
+                // Never becomes readable: stop its redelivery, keep it in the log.
+                None => {
+                    let _ = message.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let first_id = batch[0].0.id;
+        match handler(batch).await {
+            Ok(()) => {
+                for message in handled {
+                    message
+                        .ack()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("ack of an event: {e}"))?;
+                }
+            }
             Err(err) => {
-                tracing::warn!(durable, event_id = %id, error = %format!("{err:#}"), "event handler failed; it will be delivered again");
-                let _ = message.ack_with(AckKind::Nak(Some(RETRY_AFTER))).await;
+                tracing::warn!(durable, event_id = %first_id, events = handled.len(), error = %format!("{err:#}"), "event handler failed; the events will be delivered again");
+                for message in handled {
+                    let _ = message.ack_with(AckKind::Nak(Some(RETRY_AFTER))).await;
+                }
             }
         }
     }
     anyhow::bail!("the message stream ended")
+}
+
+/// The event in `message`, with the consumer span it is handled in; `None`
+/// (and an error logged) when it is not an event.
+fn read(durable: &str, message: &jetstream::Message) -> Option<(Event, Span)> {
+    let event: Event = match serde_json::from_slice(&message.payload) {
+        Ok(event) => event,
+        Err(err) => {
+            tracing::error!(durable, subject = %message.subject, error = %err, "unreadable event dropped");
+            return None;
+        }
+    };
+    let traceparent = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(crate::otel::propagation::TRACEPARENT))
+        .map(|v| v.as_str());
+    let span = consume_span(
+        durable,
+        message.subject.as_str(),
+        &event.id.to_string(),
+        traceparent,
+    );
+    Some((event, span))
 }

@@ -15,7 +15,12 @@ const INSERT: &str = "INSERT INTO outbox (event_id, subject, event, created_at, 
 const UNPUBLISHED: &str = "SELECT seq, event_id, subject, event, trace_context FROM outbox \
                            WHERE published_at IS NULL ORDER BY seq LIMIT $1";
 
-const MARK_PUBLISHED: &str = "UPDATE outbox SET published_at = $2 WHERE seq = $1";
+/// Marks a batch published in one statement: its sequence numbers go as one
+/// JSON array, which each backend reads as a set.
+const MARK_PUBLISHED_POSTGRES: &str = "UPDATE outbox SET published_at = $2 WHERE seq IN \
+     (SELECT value::bigint FROM json_array_elements_text($1::text::json) AS value)";
+const MARK_PUBLISHED_SQLITE: &str =
+    "UPDATE outbox SET published_at = $2 WHERE seq IN (SELECT value FROM json_each($1))";
 
 const COUNT_FAILURE: &str = "UPDATE outbox SET attempts = attempts + 1 WHERE seq = $1";
 
@@ -144,13 +149,23 @@ pub async fn unpublished(
     rows.iter().map(Pending::from_row).collect()
 }
 
+/// Marks the events with these sequence numbers published.
+///
 /// # Errors
 /// See [`DbError`].
 pub async fn mark_published(
     connection: &mut crate::db::Connection,
-    seq: i64,
+    seqs: &[i64],
 ) -> Result<(), DbError> {
-    connection.execute(MARK_PUBLISHED, &[&seq, &now()]).await?;
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let sql = match connection {
+        crate::db::Connection::Postgres(_) => MARK_PUBLISHED_POSTGRES,
+        crate::db::Connection::Sqlite(_) => MARK_PUBLISHED_SQLITE,
+    };
+    let seqs = serde_json::to_string(seqs).expect("numbers serialize");
+    connection.execute(sql, &[&seqs, &now()]).await?;
     Ok(())
 }
 

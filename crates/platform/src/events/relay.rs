@@ -193,31 +193,33 @@ async fn publish_batch(connection: &mut Connection, bus: &Bus) -> Outcome {
             };
         }
     };
-    let mut published = 0;
+    // Published in order, one at a time (each waits for JetStream's
+    // acknowledgement, so a failure leaves nothing after it published), and
+    // marked together at the end: one statement per batch, not per event.
+    let mut published = Vec::with_capacity(batch.len());
+    let mut failed = None;
     for pending in batch {
         if let Err(err) = bus
             .publish(&pending.subject, &pending.event_id, &pending.event)
             .instrument(super::trace::publish_span(&pending))
             .await
         {
-            return Outcome {
-                published,
-                failed: Some((pending.seq, err)),
-            };
+            failed = Some((pending.seq, err));
+            break;
         }
-        if let Err(err) = outbox::mark_published(connection, pending.seq).await {
-            // Published but not marked: it goes out again, and the bus (or the
-            // consumer) drops the duplicate by its event id.
-            return Outcome {
-                published,
-                failed: Some((0, err.into())),
-            };
-        }
-        published += 1;
+        published.push(pending.seq);
+    }
+    if let Err(err) = outbox::mark_published(connection, &published).await {
+        // Published but not marked: they go out again, and the bus (or the
+        // consumer) drops the duplicates by their event ids.
+        return Outcome {
+            published: 0,
+            failed: Some((0, err.into())),
+        };
     }
     Outcome {
-        published,
-        failed: None,
+        published: published.len(),
+        failed,
     }
 }
 

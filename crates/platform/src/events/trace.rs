@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
-use tracing::{Instrument, Span};
+use tracing::Span;
 
 use super::Handler;
+use super::consumer::BatchHandler;
 use super::outbox::Pending;
 use crate::otel::context_from_traceparent;
 use opentelemetry::trace::TraceContextExt;
@@ -64,10 +65,11 @@ pub(super) fn consume_span(
     span
 }
 
-/// `handler`, each call in a consumer span of `durable` (the in-process bus).
-pub(super) fn traced_handler(durable: &'static str, handler: Handler) -> Handler {
+/// `handler` as the in-process bus calls it: each event alone, in a consumer
+/// span of `durable`.
+pub(super) fn traced_handler(durable: &'static str, handler: BatchHandler) -> Handler {
     Arc::new(move |event| {
         let span = consume_span(durable, &event.subject(), &event.id.to_string(), None);
-        Box::pin(handler(event).instrument(span))
+        handler(vec![(event, span)])
     })
 }

@@ -2,12 +2,14 @@
 //! keyset cursor, and every bad parameter named.
 
 use platform::backend_tests;
+use platform::events::Event;
 use platform::metrics::Metrics;
 use serde_json::json;
+use tracing::Span;
 
 use audit_log_service::consumer::{ConsumerMetrics, handler};
 use audit_log_service::model::AuditLogQuery;
-use audit_log_service::store::store_event;
+use audit_log_service::store::store_events;
 
 use crate::helpers::{AuditService, at, event, ids, metric_value};
 
@@ -38,16 +40,18 @@ backend_tests! {
     async fn storing_the_same_event_twice_keeps_one_row(backend) {
         let audit = AuditService::start(backend).await;
         let first = event("user.created", "anonymous", ("user", "1"), at(0, 0), json!({"id": 1}));
-        assert!(store_event(&audit.db, &first).await.unwrap(), "new");
-        assert!(!store_event(&audit.db, &first).await.unwrap(), "a redelivery is not new");
-        // The consumer's handler counts which deliveries were stored.
+        let alone = |event: &Event| vec![(event.clone(), Span::none())];
+        assert_eq!(store_events(&audit.db, &alone(&first)).await.unwrap(), [true], "new");
+        assert_eq!(store_events(&audit.db, &alone(&first)).await.unwrap(), [false], "a redelivery is not new");
+        // The consumer's handler counts which deliveries were stored, alone
+        // or several in one batch (a redelivery within the batch too).
         let metrics = Metrics::new("t");
         let counters = ConsumerMetrics::register(&metrics, "t");
         let consume = handler(audit.db.clone(), counters);
         let second = event("user.deleted", "operator", ("user", "1"), at(0, 1), json!(null));
-        for delivery in [second.clone(), second.clone(), first.clone()] {
-            consume(delivery).await.expect("handled");
-        }
+        consume(alone(&second)).await.expect("handled");
+        let batch = [second.clone(), first.clone()].iter().flat_map(alone).collect();
+        consume(batch).await.expect("handled");
         let text = metrics.render();
         assert_eq!(metric_value(&text, "t_events_stored_total"), Some(1.0));
         assert_eq!(metric_value(&text, "t_events_duplicate_total"), Some(2.0));

@@ -102,14 +102,19 @@ impl AuditService {
         Self::spawn(self.database, overrides).await
     }
 
-    /// Stores events as the consumer does.
+    /// Stores events as the consumer does, in one batch.
     pub async fn store(&self, events: &[Event]) {
-        for event in events {
-            let stored = audit_log_service::store::store_event(&self.db, event)
-                .await
-                .expect("event stored");
-            assert!(stored, "event {} was new", event.id);
-        }
+        let batch: Vec<_> = events
+            .iter()
+            .map(|event| (event.clone(), tracing::Span::none()))
+            .collect();
+        let stored = audit_log_service::store::store_events(&self.db, &batch)
+            .await
+            .expect("events stored");
+        assert!(
+            stored.iter().all(|new| *new),
+            "every event was new: {stored:?}"
+        );
     }
 
     /// Every entry the list answers for `query`, following the cursor with
