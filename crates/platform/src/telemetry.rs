@@ -3,11 +3,12 @@
 
 use axum::extract::MatchedPath;
 use axum::http::Request;
+use tracing::level_filters::LevelFilter;
 use tracing::{Dispatch, Span, Subscriber};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::{LookupSpan, Registry, SpanRef};
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 use crate::otel::OtelLayer;
@@ -23,7 +24,31 @@ pub fn init(level: &str, format: LogFormat, otel: Option<OtelLayer>) {
         init_logs_only(filter, format);
         return;
     };
-    let _ = subscriber(filter, format, otel, std::io::stdout).try_init();
+    let log_records = <EnvFilter as Layer<Registry>>::max_level_hint(&filter);
+    if subscriber(filter, format, otel, std::io::stdout)
+        .try_init()
+        .is_ok()
+    {
+        keep_log_records_at(log_records);
+    }
+}
+
+/// The `log` crate's records (tokio-postgres writes several per statement at
+/// debug) only as far down as the log or the traces take them: the log's own
+/// level, and info for other crates in traces ([`crate::otel`]'s targets).
+/// Installing the subscriber sets `log`'s level to the subscriber's lowest,
+/// which the traces' debug spans make debug: every such record would then be
+/// built and turned down again (counted with callgrind, 7k instructions per GET).
+fn keep_log_records_at(log_level: Option<LevelFilter>) {
+    let level = match log_level.map(|level| level.max(LevelFilter::INFO)) {
+        Some(LevelFilter::OFF) => log::LevelFilter::Off,
+        Some(LevelFilter::ERROR) => log::LevelFilter::Error,
+        Some(LevelFilter::WARN) => log::LevelFilter::Warn,
+        Some(LevelFilter::INFO) => log::LevelFilter::Info,
+        Some(LevelFilter::DEBUG) => log::LevelFilter::Debug,
+        Some(LevelFilter::TRACE) | None => log::LevelFilter::Trace,
+    };
+    log::set_max_level(level);
 }
 
 /// `RUST_LOG`, or `level` with the drivers' statement logs kept quiet.
