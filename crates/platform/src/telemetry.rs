@@ -304,6 +304,19 @@ mod tests {
     }
 
     #[test]
+    fn log_records_are_kept_down_to_the_logs_level_and_info_for_the_traces() {
+        for (log_level, expected) in [
+            (Some(LevelFilter::WARN), log::LevelFilter::Info),
+            (Some(LevelFilter::INFO), log::LevelFilter::Info),
+            (Some(LevelFilter::DEBUG), log::LevelFilter::Debug),
+            (None, log::LevelFilter::Trace),
+        ] {
+            keep_log_records_at(log_level);
+            assert_eq!(log::max_level(), expected, "{log_level:?}");
+        }
+    }
+
+    #[test]
     fn debug_spans_are_traced_only_in_sampled_traces() {
         assert!(debug_spans_traced_in_a_request_sampled_at("1.0"));
         assert!(!debug_spans_traced_in_a_request_sampled_at("0.0"));
