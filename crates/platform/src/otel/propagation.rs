@@ -59,20 +59,16 @@ pub fn start_server_span<B>(
 /// naming the span, which a client can quote in a bug report.
 pub async fn record_server_response(mut response: Response) -> Response {
     let span = Span::current();
-    let span_context = match traced_context(&span) {
-        Some(span_context) => {
-            let status = response.status();
-            span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
-            if status.is_server_error() {
-                span.set_status(Status::error(status.to_string()));
-            }
-            span_context
-        }
-        None => match unsampled_context(&span) {
-            Some(span_context) => span_context,
-            None => return response,
-        },
+    let Some(span_context) = trace_context(&span) else {
+        return response;
     };
+    if span_context.is_sampled() {
+        let status = response.status();
+        span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            span.set_status(Status::error(status.to_string()));
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&format_traceparent(&span_context)) {
         response.headers_mut().insert(TRACEPARENT, value);
     }
