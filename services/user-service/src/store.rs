@@ -200,12 +200,8 @@ pub async fn update(
     };
     let mut payload = user.event_payload();
     payload["changed"] = serde_json::json!(changes.field_names());
-    outbox::record(
-        &mut transaction,
-        &origin.event(event_type, user.resource(), payload),
-    )
-    .await?;
-    transaction.commit().await?;
+    let event = origin.event(event_type, user.resource(), payload);
+    outbox::record_and_commit(transaction, &event).await?;
     Ok(user)
 }
 
@@ -273,6 +269,39 @@ mod tests {
             assert_eq!(seen_inside.get::<String>("name").unwrap(), "Committed");
             committed.commit().await.unwrap();
             assert_eq!(find(&db, user.id).await.unwrap().name, "Committed");
+            db.close().await;
+        }
+
+        // On PostgreSQL the last statement and the COMMIT go out together, and
+        // the first statement takes the BEGIN along: a failing last statement
+        // must still roll back the ones before it, and leave the (only)
+        // connection outside any transaction.
+        async fn a_failing_last_statement_keeps_nothing_of_its_transaction(backend) {
+            let body = r#"{"email":"last@example.com","name":"Last Statement","age":42}"#;
+            let (_database, db, user) = one_user(backend, body).await;
+            let rename = "UPDATE users SET name = $2 WHERE id = $1";
+            let twin = "INSERT INTO users (email, name, age, active, created_at, updated_at) \
+                        SELECT email, name, age, active, created_at, updated_at FROM users WHERE id = $1";
+            let mut transaction = db.begin().await.unwrap();
+            transaction.execute(rename, &[&user.id, &"Renamed"]).await.unwrap();
+            let err = transaction.execute_and_commit(twin, &[&user.id]).await.unwrap_err();
+            assert!(matches!(err, platform::db::DbError::UniqueViolation { .. }), "{err:?}");
+            assert_eq!(find(&db, user.id).await.unwrap().name, "Last Statement");
+
+            let empty = db.begin().await.unwrap();
+            empty.commit().await.unwrap();
+            let mut transaction = db.begin().await.unwrap();
+            transaction.execute(rename, &[&user.id, &"Renamed"]).await.unwrap();
+            let changed = transaction
+                .execute_and_commit("UPDATE users SET age = 44 WHERE id = $1", &[&user.id])
+                .await
+                .unwrap();
+            assert_eq!(changed, 1);
+            let after = find(&db, user.id).await.unwrap();
+            assert_eq!((after.name.as_str(), after.age), ("Renamed", 44));
+            let alone = db.begin().await.unwrap();
+            alone.execute_and_commit(rename, &[&user.id, &"Alone"]).await.unwrap();
+            assert_eq!(find(&db, user.id).await.unwrap().name, "Alone");
             db.close().await;
         }
     }

@@ -2,6 +2,7 @@
 
 use std::ops::{Deref, DerefMut};
 
+use futures::FutureExt;
 use sqlx::Executor;
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
@@ -14,8 +15,42 @@ use super::{DbError, Row, SqlParam};
 
 /// A pooled connection on either backend; back to the pool when dropped.
 pub enum Connection {
-    Postgres(deadpool_postgres::Object),
+    Postgres(PostgresConnection),
     Sqlite(PoolConnection<Sqlite>),
+}
+
+/// A PostgreSQL client, and whether a transaction's BEGIN still waits to go out
+/// with its first statement ([`Connection::begin`]).
+pub struct PostgresConnection {
+    client: deadpool_postgres::Object,
+    begin_pending: bool,
+}
+
+impl From<deadpool_postgres::Object> for PostgresConnection {
+    fn from(client: deadpool_postgres::Object) -> Self {
+        Self {
+            client,
+            begin_pending: false,
+        }
+    }
+}
+
+/// Runs `statement` on `client`, sent in one round trip with the transaction's
+/// BEGIN when that is still pending: tokio-postgres pipelines requests that
+/// are in flight together, in the order they were first polled. A BEGIN fails
+/// only with its connection, and then so does the statement behind it.
+async fn after_begin<T>(
+    client: &tokio_postgres::Client,
+    begin_pending: &mut bool,
+    statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, DbError> {
+    if !std::mem::take(begin_pending) {
+        return Ok(statement.await?);
+    }
+    // No span of its own: it rides in the statement's round trip (and span).
+    let (began, result) = futures::future::join(client.batch_execute("BEGIN"), statement).await;
+    began?;
+    Ok(result?)
 }
 
 impl Connection {
@@ -31,9 +66,11 @@ impl Connection {
         let span = statement_span(self.system(), sql);
         async move {
             match self {
-                Self::Postgres(client) => {
-                    let statement = client.prepare_cached(sql).await?;
-                    let rows = client.query(&statement, &postgres_params(params)).await?;
+                Self::Postgres(pg) => {
+                    let statement = pg.client.prepare_cached(sql).await?;
+                    let params = postgres_params(params);
+                    let query = pg.client.query(&statement, &params);
+                    let rows = after_begin(&pg.client, &mut pg.begin_pending, query).await?;
                     Ok(rows.into_iter().map(Row::Postgres).collect())
                 }
                 Self::Sqlite(connection) => {
@@ -62,13 +99,14 @@ impl Connection {
         params: &[&dyn SqlParam],
     ) -> Result<Vec<Row>, DbError> {
         match self {
-            Self::Postgres(client) => {
-                let statement = client.prepare_cached(sql).await?;
+            Self::Postgres(pg) => {
+                let statement = pg.client.prepare_cached(sql).await?;
                 let typed: Vec<_> = postgres_params(params)
                     .into_iter()
                     .zip(statement.params().iter().cloned())
                     .collect();
-                let rows = client.query_typed(sql, &typed).await?;
+                let query = pg.client.query_typed(sql, &typed);
+                let rows = after_begin(&pg.client, &mut pg.begin_pending, query).await?;
                 Ok(rows.into_iter().map(Row::Postgres).collect())
             }
             Self::Sqlite(_) => self.query(sql, params).await,
@@ -87,11 +125,11 @@ impl Connection {
         let span = statement_span(self.system(), sql);
         async move {
             match self {
-                Self::Postgres(client) => {
-                    let statement = client.prepare_cached(sql).await?;
-                    let row = client
-                        .query_opt(&statement, &postgres_params(params))
-                        .await?;
+                Self::Postgres(pg) => {
+                    let statement = pg.client.prepare_cached(sql).await?;
+                    let params = postgres_params(params);
+                    let query = pg.client.query_opt(&statement, &params);
+                    let row = after_begin(&pg.client, &mut pg.begin_pending, query).await?;
                     Ok(row.map(Row::Postgres))
                 }
                 Self::Sqlite(connection) => {
@@ -124,9 +162,11 @@ impl Connection {
         let span = statement_span(self.system(), sql);
         async move {
             match self {
-                Self::Postgres(client) => {
-                    let statement = client.prepare_cached(sql).await?;
-                    Ok(client.execute(&statement, &postgres_params(params)).await?)
+                Self::Postgres(pg) => {
+                    let statement = pg.client.prepare_cached(sql).await?;
+                    let params = postgres_params(params);
+                    let execute = pg.client.execute(&statement, &params);
+                    after_begin(&pg.client, &mut pg.begin_pending, execute).await
                 }
                 Self::Sqlite(connection) => Ok(sqlite_query(sql, params)?
                     .execute(&mut **connection)
@@ -138,25 +178,35 @@ impl Connection {
         .await
     }
 
-    /// Starts a transaction on this connection.
+    /// Starts a transaction on this connection. On PostgreSQL the BEGIN goes out
+    /// with the transaction's first statement, a round trip less; SQLite takes
+    /// its write lock here, so the busy timeout applies instead of a deferred
+    /// transaction failing when it first writes.
     ///
     /// # Errors
     /// See [`DbError`].
     pub async fn begin(self) -> Result<Transaction, DbError> {
-        // SQLite takes the write lock up front, so the busy timeout applies instead
-        // of a deferred transaction failing when it first writes.
-        let begin = match self {
-            Self::Postgres(_) => "BEGIN",
-            Self::Sqlite(_) => "BEGIN IMMEDIATE",
-        };
         let mut guard = DiscardUnlessKept(Some(self));
-        // A BEGIN that failed left no transaction: the connection goes back to the pool.
-        let result = guard.get().batch(begin).await;
-        let connection = guard.keep();
-        result?;
+        match guard.get() {
+            Self::Postgres(pg) => pg.begin_pending = true,
+            // A BEGIN that failed left no transaction: the connection goes back to the pool.
+            sqlite @ Self::Sqlite(_) => {
+                let result = sqlite.batch("BEGIN IMMEDIATE").await;
+                if let Err(err) = result {
+                    drop(guard.keep());
+                    return Err(err);
+                }
+            }
+        }
         Ok(Transaction {
-            connection: Some(connection),
+            connection: Some(guard.keep()),
         })
+    }
+
+    /// True while a transaction on this connection has not sent anything yet:
+    /// there is nothing to commit or roll back.
+    fn nothing_sent(&self) -> bool {
+        matches!(self, Self::Postgres(pg) if pg.begin_pending)
     }
 
     /// A statement without parameters or results (transaction control).
@@ -164,7 +214,7 @@ impl Connection {
         let span = statement_span(self.system(), sql);
         async move {
             match self {
-                Self::Postgres(client) => Ok(client.batch_execute(sql).await?),
+                Self::Postgres(pg) => Ok(pg.client.batch_execute(sql).await?),
                 Self::Sqlite(connection) => {
                     connection
                         .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)))
@@ -189,7 +239,7 @@ impl Connection {
     /// transaction state is unknown. The server rolls back what it left open.
     fn discard(self) {
         match self {
-            Self::Postgres(client) => drop(deadpool_postgres::Object::take(client)),
+            Self::Postgres(pg) => drop(deadpool_postgres::Object::take(pg.client)),
             Self::Sqlite(connection) => drop(connection.detach()),
         }
     }
@@ -215,10 +265,69 @@ impl Transaction {
         self.finish("ROLLBACK").await
     }
 
+    /// Runs the transaction's last statement and commits, on PostgreSQL in one
+    /// round trip: were the statement to fail, the server answers the COMMIT
+    /// behind it by rolling back, and the statement's error is returned.
+    ///
+    /// # Errors
+    /// See [`DbError`]; on any error nothing was written.
+    pub async fn execute_and_commit(
+        mut self,
+        sql: &str,
+        params: &[&dyn SqlParam],
+    ) -> Result<u64, DbError> {
+        let connection = self
+            .connection
+            .take()
+            .expect("a live transaction has its connection");
+        let mut guard = DiscardUnlessKept(Some(connection));
+        let Connection::Postgres(pg) = guard.get() else {
+            let changed = guard.get().execute(sql, params).await;
+            let mut transaction = Self {
+                connection: Some(guard.keep()),
+            };
+            let changed = changed?;
+            transaction.finish("COMMIT").await?;
+            return Ok(changed);
+        };
+        let span = statement_span("postgresql", sql);
+        let statement = pg.client.prepare_cached(sql).instrument(span.clone()).await;
+        let statement = match statement {
+            Ok(statement) => statement,
+            Err(err) => {
+                // Nothing of this statement ran: the transaction rolls back as if dropped.
+                drop(Self {
+                    connection: Some(guard.keep()),
+                });
+                return Err(err.into());
+            }
+        };
+        let params = postgres_params(params);
+        let execute = pg.client.execute(&statement, &params).instrument(span);
+        let commit = pg
+            .client
+            .batch_execute("COMMIT")
+            .instrument(statement_span("postgresql", "COMMIT"));
+        let (changed, committed) = after_begin(
+            &pg.client,
+            &mut pg.begin_pending,
+            futures::future::join(execute, commit).map(Ok),
+        )
+        .await?;
+        // Failed, the commit leaves the transaction's state unknown: the guard
+        // closes the connection. A failed statement made the COMMIT a rollback.
+        committed?;
+        drop(guard.keep());
+        Ok(changed?)
+    }
+
     async fn finish(&mut self, sql: &str) -> Result<(), DbError> {
         let Some(connection) = self.connection.take() else {
             return Ok(());
         };
+        if connection.nothing_sent() {
+            return Ok(());
+        }
         let mut guard = DiscardUnlessKept(Some(connection));
         // Failed, the transaction's state is unknown: the guard closes the connection.
         guard.get().batch(sql).await?;
@@ -250,6 +359,9 @@ impl Drop for Transaction {
         let Some(mut connection) = self.connection.take() else {
             return;
         };
+        if connection.nothing_sent() {
+            return;
+        }
         // Drop cannot wait, so the rollback runs on the runtime; without one (or
         // if the rollback fails) the connection is closed rather than reused.
         match tokio::runtime::Handle::try_current() {

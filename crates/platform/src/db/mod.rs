@@ -133,7 +133,7 @@ impl Database {
     /// See [`DbError`]: the pool could not give one in time.
     pub async fn connection(&self) -> Result<Connection, DbError> {
         Ok(match self {
-            Self::Postgres(pool) => Connection::Postgres(pool.get().await?),
+            Self::Postgres(pool) => Connection::Postgres(pool.get().await?.into()),
             Self::Sqlite(pool) => Connection::Sqlite(pool.acquire().await?),
         })
     }

@@ -31,6 +31,39 @@ const BACKLOG: &str = "SELECT count(*) AS backlog FROM outbox WHERE published_at
 const OLDEST: &str =
     "SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1";
 
+/// An event as its outbox row holds it.
+struct OutboxRow {
+    event_id: String,
+    subject: String,
+    json: String,
+    occurred_at: DateTime<Utc>,
+    trace_context: Option<String>,
+}
+
+impl OutboxRow {
+    fn of(event: &Event) -> Result<Self, DbError> {
+        Ok(Self {
+            event_id: event.id.to_string(),
+            subject: event.subject(),
+            json: serde_json::to_string(event)
+                .map_err(|e| DbError::Other(format!("event does not serialize: {e}")))?,
+            occurred_at: event.occurred_at,
+            // The relay publishes later, in another task: the trace goes along in the row.
+            trace_context: crate::otel::traceparent(&tracing::Span::current()),
+        })
+    }
+
+    fn params(&self) -> [&dyn crate::db::SqlParam; 5] {
+        [
+            &self.event_id,
+            &self.subject,
+            &self.json,
+            &self.occurred_at,
+            &self.trace_context,
+        ]
+    }
+}
+
 /// Writes `event` into the outbox, inside the transaction of its change: both
 /// are committed, or neither.
 ///
@@ -38,18 +71,22 @@ const OLDEST: &str =
 /// When the insert fails (the caller's transaction then rolls back).
 #[tracing::instrument(level = "debug", skip_all, fields(event_type = %event.event_type))]
 pub async fn record(transaction: &mut Transaction, event: &Event) -> Result<(), DbError> {
-    let json = serde_json::to_string(event)
-        .map_err(|e| DbError::Other(format!("event does not serialize: {e}")))?;
-    // The relay publishes later, in another task: the trace goes along in the row.
-    let trace_context = crate::otel::traceparent(&tracing::Span::current());
-    let params: [&dyn crate::db::SqlParam; 5] = [
-        &event.id.to_string(),
-        &event.subject(),
-        &json,
-        &event.occurred_at,
-        &trace_context,
-    ];
-    transaction.execute(INSERT, &params).await?;
+    let row = OutboxRow::of(event)?;
+    transaction.execute(INSERT, &row.params()).await?;
+    Ok(())
+}
+
+/// Writes `event` as the last statement of its change's transaction, and
+/// commits (in one round trip on PostgreSQL).
+///
+/// # Errors
+/// When the insert or the commit fails; then nothing is kept.
+#[tracing::instrument(level = "debug", skip_all, fields(event_type = %event.event_type))]
+pub async fn record_and_commit(transaction: Transaction, event: &Event) -> Result<(), DbError> {
+    let row = OutboxRow::of(event)?;
+    transaction
+        .execute_and_commit(INSERT, &row.params())
+        .await?;
     Ok(())
 }
 
@@ -65,10 +102,11 @@ pub async fn commit_with<T>(
     recorder: Option<&Recorder<'_, T>>,
     written: &T,
 ) -> Result<(), DbError> {
+    let Some(recorder) = recorder else {
+        return record_and_commit(transaction, event).await;
+    };
     record(&mut transaction, event).await?;
-    if let Some(recorder) = recorder {
-        recorder.record(&mut transaction, written).await?;
-    }
+    recorder.record(&mut transaction, written).await?;
     transaction.commit().await
 }
 
@@ -97,8 +135,7 @@ pub async fn soft_delete(
         (kind, id.to_string()),
         serde_json::json!({"id": id}),
     );
-    record(&mut transaction, &event).await?;
-    transaction.commit().await?;
+    record_and_commit(transaction, &event).await?;
     Ok(true)
 }
 
@@ -108,9 +145,7 @@ pub async fn soft_delete(
 /// # Errors
 /// When the database cannot take it.
 pub async fn record_alone(db: &Database, event: &Event) -> Result<(), DbError> {
-    let mut transaction = db.begin().await?;
-    record(&mut transaction, event).await?;
-    transaction.commit().await
+    record_and_commit(db.begin().await?, event).await
 }
 
 /// An outbox row waiting to be published.
