@@ -1,34 +1,29 @@
 //! A span per SQL statement, named by what it does (`SELECT users`), never by
 //! its values: the statement's text and parameters stay out of the trace.
 
-use tracing::Span;
-use tracing::field::Empty;
+use tracing::{Level, Span};
 
 /// The span of one statement on `system` (`postgresql`, `sqlite`). Debug level:
-/// it exists only when traces are exported, and then costs the naming below.
+/// it exists only when traces are exported, and then costs the naming below;
+/// its fields are given at creation, since each one recorded later is another
+/// pass through every layer.
 pub(super) fn statement_span(system: &'static str, sql: &str) -> Span {
-    let span = tracing::debug_span!(
+    if !tracing::enabled!(Level::DEBUG) {
+        return Span::none();
+    }
+    let (operation, table) = summary(sql);
+    let name = match table {
+        Some(table) => format!("{operation} {table}"),
+        None => operation.clone(),
+    };
+    tracing::debug_span!(
         "sql",
-        otel.name = Empty,
+        otel.name = name,
         otel.kind = "client",
         db.system = system,
-        db.operation.name = Empty,
-        db.collection.name = Empty,
-    );
-    if !span.is_disabled() {
-        let (operation, table) = summary(sql);
-        match table {
-            Some(table) => {
-                span.record("otel.name", format!("{operation} {table}").as_str());
-                span.record("db.collection.name", table);
-            }
-            None => {
-                span.record("otel.name", operation.as_str());
-            }
-        }
-        span.record("db.operation.name", operation.as_str());
-    }
-    span
+        db.operation.name = operation,
+        db.collection.name = table,
+    )
 }
 
 /// The statement's operation (`SELECT`, `INSERT`, `BEGIN`, ...) and the table it

@@ -303,9 +303,18 @@ fn targets() -> Targets {
         ("tower_http", Level::WARN),
         ("async_nats", Level::WARN),
     ];
+    // The stores' function spans (debug, for a log at debug) would only wrap
+    // the spans of their statements, which the trace keeps: each costs as much
+    // to build and export as a statement's.
+    let stores = [
+        "user_service::store",
+        "order_service::store",
+        "audit_log_service::store",
+    ];
     Targets::new()
         .with_default(Level::INFO)
         .with_targets(ours.map(|target| (target, Level::DEBUG)))
+        .with_targets(stores.map(|target| (target, Level::INFO)))
         .with_targets(quiet)
         .with_target(sampling::UNTRACED_TARGET, LevelFilter::OFF)
 }
