@@ -1,34 +1,65 @@
 //! `trace_id` and `span_id` on every JSON log line inside a request (or an
 //! event's consumer span), as flat keys a log search can filter on.
 //!
-//! The ids are written once, when a request's (or consumer's) span starts, into
-//! that span's registry data; each log line copies them from the nearest span
-//! that has them. json-subscriber's own `openTelemetry` object would nest them
+//! The ids are written once, as a `traceparent`, when a request's (or
+//! consumer's) span starts, into that span's registry data; each log line copies
+//! them from the nearest span that has them, and the request's answer carries
+//! the whole `traceparent`. json-subscriber's own `openTelemetry` object would nest them
 //! and look them up in the OpenTelemetry layer for every line.
 
 use opentelemetry::trace::SpanContext;
 use tracing::{Span, Subscriber};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, Registry};
 
 use crate::telemetry::{insert_span_data, nearest_span_data};
 
-/// The ids a span's log lines carry, formatted once.
-struct LogIds {
-    trace_id: String,
-    span_id: String,
+/// A span's trace context as its `traceparent`, formatted once: its log lines'
+/// ids are slices of it, and a request's answer carries it whole.
+struct TraceIds {
+    traceparent: String,
+    sampled: bool,
 }
 
-/// Notes `span_context`'s trace and span id for `span`'s log lines.
+impl TraceIds {
+    /// `00-<trace id>-<span id>-<flags>`
+    fn trace_id(&self) -> &str {
+        &self.traceparent[3..35]
+    }
+
+    fn span_id(&self) -> &str {
+        &self.traceparent[36..52]
+    }
+}
+
+/// Notes `span_context` for `span`'s log lines and answer.
 pub(crate) fn remember(span: &Span, span_context: &SpanContext) {
     if span_context.is_valid() {
         insert_span_data(
             span,
-            LogIds {
-                trace_id: span_context.trace_id().to_string(),
-                span_id: span_context.span_id().to_string(),
+            TraceIds {
+                traceparent: super::propagation::format_traceparent(span_context),
+                sampled: span_context.is_sampled(),
             },
         );
     }
+}
+
+/// The `traceparent` noted for `span` or the nearest of its parents, and
+/// whether that trace is sampled.
+pub(crate) fn remembered<R>(span: &Span, read: impl Fn(&str, bool) -> R) -> Option<R> {
+    let mut found = None;
+    span.with_subscriber(|(id, dispatch)| {
+        if !dispatch.is::<super::sampling::RequestSampling>() {
+            return; // spans are not exported
+        }
+        found = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id))
+            .and_then(|span| {
+                nearest_span_data(&span, |ids: &TraceIds| read(&ids.traceparent, ids.sampled))
+            });
+    });
+    found
 }
 
 /// Adds `trace_id` and `span_id` to each line `layer` writes inside a span
@@ -38,9 +69,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     layer.add_from_span("trace_id", |span| {
-        nearest_span_data(span, |ids: &LogIds| ids.trace_id.clone())
+        nearest_span_data(span, |ids: &TraceIds| ids.trace_id().to_owned())
     });
     layer.add_from_span("span_id", |span| {
-        nearest_span_data(span, |ids: &LogIds| ids.span_id.clone())
+        nearest_span_data(span, |ids: &TraceIds| ids.span_id().to_owned())
     });
 }
