@@ -31,10 +31,15 @@ static FIND: LazyLock<String> =
 /// delivered again).
 pub async fn store_events(db: &Database, batch: &[(Event, Span)]) -> Result<Vec<bool>, DbError> {
     // A lone event's transaction is part of its trace; a batch's is a unit
-    // of its own, and each insert is in its event's trace.
+    // of its own, and each insert is in its event's trace. (The consumer's
+    // target, not this module's: the traces leave the stores' spans out.)
     let transaction_span = match batch {
         [(_, span)] => span.clone(),
-        _ => tracing::debug_span!("store events", events = batch.len()),
+        _ => tracing::debug_span!(
+            target: "audit_log_service::consumer",
+            "store events",
+            events = batch.len()
+        ),
     };
     async {
         let mut transaction = db.begin().await?;
