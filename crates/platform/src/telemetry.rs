@@ -305,6 +305,8 @@ mod tests {
 
     #[test]
     fn log_records_are_kept_down_to_the_logs_level_and_info_for_the_traces() {
+        // The level is process-wide: the other tests of this binary get theirs back.
+        let before = log::max_level();
         for (log_level, expected) in [
             (Some(LevelFilter::WARN), log::LevelFilter::Info),
             (Some(LevelFilter::INFO), log::LevelFilter::Info),
@@ -314,6 +316,7 @@ mod tests {
             keep_log_records_at(log_level);
             assert_eq!(log::max_level(), expected, "{log_level:?}");
         }
+        log::set_max_level(before);
     }
 
     #[test]

@@ -276,29 +276,19 @@ impl Transaction {
         sql: &str,
         params: &[&dyn SqlParam],
     ) -> Result<u64, DbError> {
-        let connection = self
-            .connection
-            .take()
-            .expect("a live transaction has its connection");
-        let mut guard = DiscardUnlessKept(Some(connection));
+        let mut guard = DiscardUnlessKept(self.connection.take());
         let Connection::Postgres(pg) = guard.get() else {
-            let changed = guard.get().execute(sql, params).await;
-            let mut transaction = Self {
-                connection: Some(guard.keep()),
-            };
-            let changed = changed?;
-            transaction.finish("COMMIT").await?;
+            self.connection = Some(guard.keep());
+            let changed = self.execute(sql, params).await?;
+            self.commit().await?;
             return Ok(changed);
         };
         let span = statement_span("postgresql", sql);
-        let statement = pg.client.prepare_cached(sql).instrument(span.clone()).await;
-        let statement = match statement {
+        let statement = match pg.client.prepare_cached(sql).instrument(span.clone()).await {
             Ok(statement) => statement,
             Err(err) => {
-                // Nothing of this statement ran: the transaction rolls back as if dropped.
-                drop(Self {
-                    connection: Some(guard.keep()),
-                });
+                // Nothing of it ran: back in the transaction, which rolls back as it drops.
+                self.connection = Some(guard.keep());
                 return Err(err.into());
             }
         };

@@ -9,7 +9,7 @@
 
 use opentelemetry::trace::SpanContext;
 use tracing::{Span, Subscriber};
-use tracing_subscriber::registry::{LookupSpan, Registry};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::telemetry::{insert_span_data, nearest_span_data};
 
@@ -47,19 +47,7 @@ pub(crate) fn remember(span: &Span, span_context: &SpanContext) {
 /// The `traceparent` noted for `span` or the nearest of its parents, and
 /// whether that trace is sampled.
 pub(crate) fn remembered<R>(span: &Span, read: impl Fn(&str, bool) -> R) -> Option<R> {
-    let mut found = None;
-    span.with_subscriber(|(id, dispatch)| {
-        if !dispatch.is::<super::sampling::RequestSampling>() {
-            return; // spans are not exported
-        }
-        found = dispatch
-            .downcast_ref::<Registry>()
-            .and_then(|registry| registry.span(id))
-            .and_then(|span| {
-                nearest_span_data(&span, |ids: &TraceIds| read(&ids.traceparent, ids.sampled))
-            });
-    });
-    found
+    super::sampling::exported_span_data(span, |ids: &TraceIds| read(&ids.traceparent, ids.sampled))
 }
 
 /// Adds `trace_id` and `span_id` to each line `layer` writes inside a span

@@ -159,17 +159,20 @@ pub(super) fn unsampled_context(span: &Span) -> Option<SpanContext> {
     } else {
         span
     };
-    let mut found = None;
+    exported_span_data(span, |Unsampled(context)| context.clone())
+}
+
+/// `read` of the `T` noted for `span` or the nearest of its parents, when spans
+/// are exported (otherwise nothing is noted, and nothing is looked up).
+pub(super) fn exported_span_data<T: 'static, R>(span: &Span, read: impl Fn(&T) -> R) -> Option<R> {
     span.with_subscriber(|(id, dispatch)| {
         if !dispatch.is::<RequestSampling>() {
-            return; // spans are not exported
+            return None;
         }
-        found = dispatch
-            .downcast_ref::<Registry>()
-            .and_then(|registry| registry.span(id))
-            .and_then(|span| nearest_span_data(&span, |Unsampled(context)| context.clone()));
-    });
-    found
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        nearest_span_data(&registry.span(id)?, read)
+    })
+    .flatten()
 }
 
 impl<S> Layer<S> for RequestSampling
