@@ -4,6 +4,7 @@
 //! `{"success":false,"error":{"code":"…","message":"…","details":[…]}}`.
 //! The mapping from error to status code lives here and nowhere else.
 
+use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -328,12 +329,23 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let Some(bytes) = json_bytes(body) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let content_type = [(
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    // Room for what the layers add on the way out (length, request id, CORS'
+    // `vary`, `traceparent`, rate-limit headers) in one allocation: built by
+    // axum's tuple, the map started with room for one header and grew three
+    // times on every answer (counted with callgrind).
+    headers.reserve(RESPONSE_HEADERS);
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
-    )];
-    (status, content_type, bytes).into_response()
+    );
+    response
 }
+
+/// How many headers an answer's map has room for from the start.
+const RESPONSE_HEADERS: usize = 8;
 
 #[cfg(test)]
 mod tests;

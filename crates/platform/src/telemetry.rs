@@ -3,9 +3,11 @@
 
 use axum::extract::MatchedPath;
 use axum::http::Request;
+use json_subscriber::FieldWriter;
 use tracing::level_filters::LevelFilter;
-use tracing::{Dispatch, Span, Subscriber};
+use tracing::{Dispatch, Event, Span, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::{LookupSpan, Registry, SpanRef};
 use tracing_subscriber::{EnvFilter, Layer};
@@ -24,7 +26,7 @@ pub fn init(level: &str, format: LogFormat, otel: Option<OtelLayer>) {
         init_logs_only(filter, format);
         return;
     };
-    let log_records = <EnvFilter as Layer<Registry>>::max_level_hint(&filter);
+    let log_records = logged_level(&filter);
     if subscriber(filter, format, otel, std::io::stdout)
         .try_init()
         .is_ok()
@@ -51,6 +53,11 @@ fn keep_log_records_at(log_level: Option<LevelFilter>) {
     log::set_max_level(level);
 }
 
+/// The most detailed level `filter` lets through.
+fn logged_level(filter: &EnvFilter) -> Option<LevelFilter> {
+    <EnvFilter as Layer<Registry>>::max_level_hint(filter)
+}
+
 /// `RUST_LOG`, or `level` with the drivers' statement logs kept quiet.
 pub fn log_filter(level: &str) -> EnvFilter {
     EnvFilter::try_from_default_env()
@@ -63,11 +70,10 @@ pub fn subscriber<W>(filter: EnvFilter, format: LogFormat, otel: OtelLayer, writ
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let registry = tracing_subscriber::registry().with(otel);
+    let registry = otel.over_registry(logged_level(&filter));
     match format {
         LogFormat::Json => {
-            let mut json = json_layer().with_writer(writer);
-            crate::otel::log_ids::add_to(json.inner_layer_mut());
+            let json = json_layer().with_writer(writer);
             Dispatch::new(registry.with(json.with_filter(filter)))
         }
         LogFormat::Pretty => Dispatch::new(
@@ -103,7 +109,8 @@ fn init_logs_only(filter: EnvFilter, format: LogFormat) {
     }
 }
 
-/// The JSON lines: the current span's fields, the target, and the caller's `sub`.
+/// The JSON lines: the current span's fields, the target, and what the spans
+/// noted ([`write_noted_fields`]).
 fn json_layer<S>() -> json_subscriber::fmt::Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -112,10 +119,36 @@ where
         .with_current_span(true)
         .with_span_list(false)
         .with_target(true);
-    layer.inner_layer_mut().add_from_span("sub", |span| {
-        nearest_span_data(span, |Subject(sub)| sub.clone())
-    });
     layer
+        .inner_layer_mut()
+        .add_multiple_dynamic_fields(write_noted_fields);
+    layer
+}
+
+/// The caller's `sub` and the `trace_id` and `span_id` noted by the nearest
+/// spans of `event` that have them, written straight into its line: one walk
+/// up the spans, and no copy (json-subscriber's `add_from_span` builds a
+/// `serde_json::Value` of each key on every line).
+fn write_noted_fields<S>(event: &Event<'_>, ctx: &LayerContext<'_, S>, writer: &mut FieldWriter<'_>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(span) = ctx.event_span(event) else {
+        return;
+    };
+    let (mut subject, mut ids) = (false, false);
+    for span in span.scope() {
+        let extensions = span.extensions();
+        if !subject && let Some(Subject(sub)) = extensions.get() {
+            // A field the writer cannot take is left out; the line stays.
+            let _ = writer.write_field("sub", sub);
+            subject = true;
+        }
+        ids = ids || crate::otel::log_ids::write_ids(&extensions, writer);
+        if subject && ids {
+            return;
+        }
+    }
 }
 
 /// The caller of a request, for its log lines.
@@ -198,7 +231,7 @@ pub fn request_span<B>(service: &'static str) -> impl Fn(&Request<B>) -> Span + 
             request_id,
         );
         if let Some(span_context) = unsampled {
-            sampling::mark_unsampled(&span, span_context);
+            crate::otel::log_ids::remember(&span, &span_context);
         }
         span
     }

@@ -1,44 +1,41 @@
-//! `trace_id` and `span_id` on every JSON log line inside a request (or an
-//! event's consumer span), as flat keys a log search can filter on.
-//!
-//! The ids are written once, as a `traceparent`, when a request's (or
-//! consumer's) span starts, into that span's registry data; each log line copies
-//! them from the nearest span that has them, and the request's answer carries
-//! the whole `traceparent`. json-subscriber's own `openTelemetry` object would nest them
-//! and look them up in the OpenTelemetry layer for every line.
+//! A request's (or an event consumer's) trace context, noted once in its span's
+//! registry data when the span starts: `trace_id` and `span_id` on each of its
+//! JSON log lines (flat keys a log search can filter on), the whole
+//! `traceparent` on the request's answer, and, for a request the sampler
+//! dropped, the context its calls pass on and the sign that turns its debug
+//! spans off ([`super::sampling`]). json-subscriber's own `openTelemetry`
+//! object would nest the ids and look them up in the OpenTelemetry layer for
+//! every line.
 
+use json_subscriber::FieldWriter;
 use opentelemetry::trace::SpanContext;
-use tracing::{Span, Subscriber};
-use tracing_subscriber::registry::LookupSpan;
+use tracing::Span;
+use tracing_subscriber::registry::Extensions;
 
-use crate::telemetry::{insert_span_data, nearest_span_data};
+use crate::telemetry::insert_span_data;
 
-/// A span's trace context as its `traceparent`, formatted once: its log lines'
-/// ids are slices of it, and a request's answer carries it whole.
-struct TraceIds {
-    traceparent: String,
-    sampled: bool,
+/// A span's trace context, with its `traceparent` formatted once: log lines
+/// copy their ids out of it, and a request's answer carries it whole.
+pub(super) struct TraceIds {
+    /// `00-<trace id>-<span id>-<flags>`, ASCII.
+    traceparent: [u8; 55],
+    pub(super) context: SpanContext,
 }
 
 impl TraceIds {
-    /// `00-<trace id>-<span id>-<flags>`
-    fn trace_id(&self) -> &str {
-        &self.traceparent[3..35]
-    }
-
-    fn span_id(&self) -> &str {
-        &self.traceparent[36..52]
+    fn traceparent(&self) -> &str {
+        std::str::from_utf8(&self.traceparent).expect("a traceparent is ASCII")
     }
 }
 
-/// Notes `span_context` for `span`'s log lines and answer.
+/// Notes `span_context` for `span`'s log lines, answer and calls.
 pub(crate) fn remember(span: &Span, span_context: &SpanContext) {
     if span_context.is_valid() {
         insert_span_data(
             span,
             TraceIds {
-                traceparent: super::propagation::format_traceparent(span_context),
-                sampled: span_context.is_sampled(),
+                traceparent: super::propagation::traceparent_bytes(span_context),
+                context: span_context.clone(),
             },
         );
     }
@@ -47,19 +44,20 @@ pub(crate) fn remember(span: &Span, span_context: &SpanContext) {
 /// The `traceparent` noted for `span` or the nearest of its parents, and
 /// whether that trace is sampled.
 pub(crate) fn remembered<R>(span: &Span, read: impl Fn(&str, bool) -> R) -> Option<R> {
-    super::sampling::exported_span_data(span, |ids: &TraceIds| read(&ids.traceparent, ids.sampled))
+    super::sampling::exported_span_data(span, |ids: &TraceIds| {
+        read(ids.traceparent(), ids.context.is_sampled())
+    })
 }
 
-/// Adds `trace_id` and `span_id` to each line `layer` writes inside a span
-/// whose ids were remembered.
-pub fn add_to<S, W>(layer: &mut json_subscriber::JsonLayer<S, W>)
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    layer.add_from_span("trace_id", |span| {
-        nearest_span_data(span, |ids: &TraceIds| ids.trace_id().to_owned())
-    });
-    layer.add_from_span("span_id", |span| {
-        nearest_span_data(span, |ids: &TraceIds| ids.span_id().to_owned())
-    });
+/// Writes `trace_id` and `span_id` into a log line when `extensions` (a span's
+/// registry data) hold its noted ids; whether they did.
+pub(crate) fn write_ids(extensions: &Extensions<'_>, writer: &mut FieldWriter<'_>) -> bool {
+    let Some(ids) = extensions.get::<TraceIds>() else {
+        return false;
+    };
+    let traceparent = ids.traceparent();
+    // A field the writer cannot take is left out of the line; the line stays.
+    let _ = writer.write_field("trace_id", &traceparent[3..35]);
+    let _ = writer.write_field("span_id", &traceparent[36..52]);
+    true
 }

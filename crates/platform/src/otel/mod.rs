@@ -27,7 +27,7 @@ use tracing::Level;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{Filtered, Targets};
-use tracing_subscriber::layer::Layered;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::registry::Registry;
 
 use crate::config::{ConfigError, Env, Lookup};
@@ -38,12 +38,37 @@ pub use propagation::{
     traceparent,
 };
 
-/// The tracing layer with its filter, and the requests' sampling, over the registry.
-pub type OtelLayer = Layered<
+/// The tracing layer with its filter, and the requests' sampling: put over
+/// the registry by [`OtelLayer::over_registry`], once the logs' level is known.
+pub struct OtelLayer {
+    traces:
+        Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>,
+    sampling: RequestSampling,
+}
+
+/// The registry with the tracing layer and the requests' sampling.
+pub type TracedRegistry = Layered<
     RequestSampling,
-    Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>,
-    Registry,
+    Layered<
+        Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>,
+        Registry,
+    >,
 >;
+
+impl OtelLayer {
+    /// The registry with both, for logs that go down to `logged` at most.
+    pub(crate) fn over_registry(self, logged: Option<LevelFilter>) -> TracedRegistry {
+        tracing_subscriber::registry()
+            .with(self.traces)
+            .with(self.sampling.logged_down_to(logged))
+    }
+}
+
+impl std::fmt::Debug for OtelLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OtelLayer")
+    }
+}
 
 /// How traces are exported, from the standard variables (read once, at start).
 #[derive(Debug, Clone, PartialEq)]
@@ -278,9 +303,15 @@ pub fn layer(
         .with_level(false)
         .with_target(false)
         .with_context_activation(false)
-        .with_filter(targets())
-        .and_then(RequestSampling::new(settings.sampling.sampler()));
-    Ok(Some((layer, Tracing { provider })))
+        .with_filter(targets());
+    let sampling = RequestSampling::new(targets(), settings.sampling.sampler());
+    Ok(Some((
+        OtelLayer {
+            traces: layer,
+            sampling,
+        },
+        Tracing { provider },
+    )))
 }
 
 /// What becomes part of a trace: our own spans down to the SQL statements

@@ -111,7 +111,12 @@ pub fn context_from_traceparent(value: &str) -> Context {
     TraceContextPropagator::new().extract(&carrier)
 }
 
-pub(super) fn format_traceparent(span_context: &SpanContext) -> String {
+fn format_traceparent(span_context: &SpanContext) -> String {
+    String::from_utf8(traceparent_bytes(span_context).to_vec()).expect("hex digits are ASCII")
+}
+
+/// `span_context` as a `traceparent` value's ASCII bytes.
+pub(super) fn traceparent_bytes(span_context: &SpanContext) -> [u8; 55] {
     // The ids' bytes as hex straight into one buffer: `format!` through their
     // `LowerHex` took three times the instructions, on every request.
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
@@ -120,7 +125,7 @@ pub(super) fn format_traceparent(span_context: &SpanContext) -> String {
         .and_then(|()| hex::encode_to_slice(span_context.span_id().to_bytes(), &mut text[36..52]))
         .and_then(|()| hex::encode_to_slice(flags, &mut text[53..55]))
         .expect("each id fits its place");
-    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
+    text
 }
 
 #[cfg(test)]

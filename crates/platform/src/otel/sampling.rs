@@ -6,9 +6,10 @@
 //! trace context (the caller's trace id or a new one, a span id of its own,
 //! not sampled) is kept in its registry data, for its log lines, its answer's
 //! `traceparent` and the calls it makes (so the services it calls drop the
-//! trace too); and no debug-level span (store calls, statements) is made
-//! inside it ([`RequestSampling`] is also a global filter). Counted with
-//! callgrind, building, entering, timing and ending spans that were never
+//! trace too); and no debug-level span the traces would take (client calls,
+//! statements) is made inside it ([`RequestSampling`] is also a global
+//! filter). Counted
+//! with callgrind, building, entering, timing and ending spans that were never
 //! going to be exported was most of tracing's cost per request at a sampling
 //! ratio of 0.1.
 
@@ -23,13 +24,16 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
 };
+use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
 use tracing::{Level, Metadata, Span, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
 use tracing_subscriber::registry::{LookupSpan, Registry};
 
+use super::log_ids::TraceIds;
 use super::propagation::TRACEPARENT;
-use crate::telemetry::{insert_span_data, nearest_span_data};
+use crate::telemetry::nearest_span_data;
 
 /// The target of a request span that is not traced: the OpenTelemetry layer
 /// never sees spans of this target ([`super::targets`]).
@@ -42,10 +46,6 @@ pub enum ServerTrace {
     /// Not traced: the request's own trace context, not sampled.
     Unsampled(SpanContext),
 }
-
-/// The trace context of a request whose trace is not sampled, in its span's
-/// registry data.
-struct Unsampled(SpanContext);
 
 thread_local! {
     /// The trace id a new trace was sampled on, for the SDK to start its server
@@ -77,19 +77,35 @@ pub(super) fn forget_decided_trace_id() {
 }
 
 /// A layer that makes the sampling decision for requests ([`decide`]) and, as
-/// a global filter, turns debug (and trace) spans and events off inside a
-/// request that is not sampled; everything else is left to the layers' filters.
-/// Part of the subscriber only when spans are exported.
+/// a global filter, turns the debug (and trace) spans and events of the
+/// traces' [`Targets`] off inside a request (or event consumer) whose trace is
+/// not sampled, known by its noted trace context ([`super::log_ids`]).
+/// Everything else is left to the layers' own filters. Part of the subscriber
+/// only when spans are exported.
 pub struct RequestSampling {
+    traced: Targets,
+    /// The most detailed level the logs take (all, when unknown).
+    logged: LevelFilter,
     sampler: Sampler,
     ids: RandomIdGenerator,
 }
 
 impl RequestSampling {
-    pub(super) fn new(sampler: Sampler) -> Self {
+    /// `traced`: what the OpenTelemetry layer takes.
+    pub(super) fn new(traced: Targets, sampler: Sampler) -> Self {
         Self {
+            traced,
+            logged: LevelFilter::TRACE,
             sampler,
             ids: RandomIdGenerator::default(),
+        }
+    }
+
+    /// Tells it the most detailed level the logs take (`None`: unknown).
+    pub(super) fn logged_down_to(self, logged: Option<LevelFilter>) -> Self {
+        Self {
+            logged: logged.unwrap_or(LevelFilter::TRACE),
+            ..self
         }
     }
 
@@ -141,13 +157,6 @@ pub fn decide(headers: &HeaderMap) -> Option<ServerTrace> {
     })
 }
 
-/// Notes that `span`, a request's span, is not traced, with its trace context
-/// (its log lines name it too).
-pub fn mark_unsampled(span: &Span, span_context: SpanContext) {
-    super::log_ids::remember(span, &span_context);
-    insert_span_data(span, Unsampled(span_context));
-}
-
 /// The trace context noted for the untraced request `span` is part of (a
 /// disabled span, a debug span such a request did not make, stands for the
 /// current span).
@@ -159,7 +168,10 @@ pub(super) fn unsampled_context(span: &Span) -> Option<SpanContext> {
     } else {
         span
     };
-    exported_span_data(span, |Unsampled(context)| context.clone())
+    exported_span_data(span, |ids: &TraceIds| {
+        (!ids.context.is_sampled()).then(|| ids.context.clone())
+    })
+    .flatten()
 }
 
 /// `read` of the `T` noted for `span` or the nearest of its parents, when spans
@@ -180,18 +192,33 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
-        if *meta.level() < Level::DEBUG {
+        let level = *meta.level();
+        if level < Level::DEBUG {
             Interest::always()
-        } else {
+        } else if self.traced.would_enable(meta.target(), &level) {
+            // Made or not, depending on the request it comes in.
             Interest::sometimes()
+        } else if self.logged < level {
+            // Neither traced nor logged (a store's span, with the logs at
+            // info): never looked at again. Left to the layers' filters, it
+            // would be made and entered for nobody, since per-layer filters
+            // that all say no still let a span be made.
+            Interest::never()
+        } else {
+            // The logs' filter decides.
+            Interest::always()
         }
     }
 
     fn enabled(&self, meta: &Metadata<'_>, cx: LayerContext<'_, S>) -> bool {
+        // In a request: its noted context first, the targets only when it
+        // is unsampled (the walk is the cheaper of the two).
         *meta.level() < Level::DEBUG
-            || cx
-                .lookup_current()
-                .is_none_or(|current| nearest_span_data(&current, |_: &Unsampled| ()).is_none())
+            || cx.lookup_current().is_none_or(|current| {
+                nearest_span_data(&current, |ids: &TraceIds| ids.context.is_sampled())
+                    != Some(false)
+            })
+            || !self.traced.would_enable(meta.target(), meta.level())
     }
 }
 
