@@ -51,6 +51,7 @@ mod tests {
     use super::*;
     use crate::Config;
     use platform::config::pairs;
+    use platform::testing::assert_each_names_its_variable;
 
     fn read(variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_lookup(&pairs(variables))
@@ -107,14 +108,14 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_variable() {
-        for (name, value) in [
-            ("AUDIT_LOG_SERVICE_USER_SERVICE_URL", "ftp://x"),
-            ("AUDIT_LOG_SERVICE_PORT", "eighty"),
-            ("AUDIT_LOG_SERVICE_RATE_LIMIT", "-1"),
-            ("AUTH_JWKS_REFRESH_INTERVAL", "soon"),
-        ] {
-            let err = read(&[(name, value)]).unwrap_err();
-            assert_eq!(err.variable, name);
-        }
+        assert_each_names_its_variable(
+            read,
+            &[
+                ("AUDIT_LOG_SERVICE_USER_SERVICE_URL", "ftp://x"),
+                ("AUDIT_LOG_SERVICE_PORT", "eighty"),
+                ("AUDIT_LOG_SERVICE_RATE_LIMIT", "-1"),
+                ("AUTH_JWKS_REFRESH_INTERVAL", "soon"),
+            ],
+        );
     }
 }

@@ -121,6 +121,7 @@ mod tests {
     use super::*;
     use crate::Config;
     use platform::config::pairs;
+    use platform::testing::assert_each_names_its_variable;
 
     fn config(variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
         // A configured secret, so no file is generated beside a default SQLite path.
@@ -160,15 +161,15 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_variable() {
-        for (name, value) in [
-            ("CIRCUIT_BREAKER_TIMEOUT", "-1"),
-            ("CIRCUIT_BREAKER_MAX_REQUESTS", "0"),
-            ("ORDER_SERVICE_USER_SERVICE_URL", "ftp://x"),
-            ("ORDER_SERVICE_VERIFY_WORKERS", "many"),
-        ] {
-            let err = config(&[(name, value)]).unwrap_err();
-            assert_eq!(err.variable, name);
-        }
+        assert_each_names_its_variable(
+            config,
+            &[
+                ("CIRCUIT_BREAKER_TIMEOUT", "-1"),
+                ("CIRCUIT_BREAKER_MAX_REQUESTS", "0"),
+                ("ORDER_SERVICE_USER_SERVICE_URL", "ftp://x"),
+                ("ORDER_SERVICE_VERIFY_WORKERS", "many"),
+            ],
+        );
     }
 
     #[test]

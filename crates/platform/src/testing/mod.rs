@@ -30,7 +30,7 @@ pub use http::{
 pub use lists::{assert_no_repeats, page_ids, walk_by_cursor, walk_by_page};
 pub use load::{Answer, Load, assert_documented, created_ids};
 pub use redis::{redis_prefix, redis_url};
-pub use service::{RunningService, migrated, test_config};
+pub use service::{RunningService, assert_each_names_its_variable, migrated, test_config};
 pub use throwaway::TemporaryServer;
 pub use traces::{OtlpReceiver, ReceivedSpan, global_receiver};
 

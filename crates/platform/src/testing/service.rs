@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TestClient;
 use crate::app::{Application, Config, Service};
+use crate::config::ConfigError;
 use crate::db::Database;
 
 /// `S`'s configuration for a test: loopback, an ephemeral port, no rate limit,
@@ -36,6 +37,21 @@ pub fn test_config<S: Service>(database_url: &str, overrides: &[(&str, &str)]) -
         .chain(overrides.iter().copied())
         .collect();
     Config::from_lookup(&crate::config::pairs(&variables)).expect("test configuration")
+}
+
+/// Asserts that each `(variable, value)` of `invalid`, set alone, makes `read`
+/// refuse the configuration naming that variable.
+///
+/// # Panics
+/// When one is accepted, or refused naming another variable.
+pub fn assert_each_names_its_variable<T: std::fmt::Debug>(
+    read: impl Fn(&[(&str, &str)]) -> Result<T, ConfigError>,
+    invalid: &[(&str, &str)],
+) {
+    for &(name, value) in invalid {
+        let err = read(&[(name, value)]).unwrap_err();
+        assert_eq!(err.variable, name);
+    }
 }
 
 /// `S`'s migrated database at `database_url`, behind a pool of one connection so
