@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::{Answer, Load, TestClient, assert_documented, assert_eventually, poll_until};
+use super::{
+    Answer, Load, TestClient, assert_documented, assert_eventually, created_ids, poll_until,
+};
 
 /// A throwaway PostgreSQL cluster of its own (`initdb` + `pg_ctl` in a temp dir, on
 /// a free loopback port) that a test can stop and start again under load, which the
@@ -196,6 +198,8 @@ pub struct Outage {
     /// Every answer of the load, and their count per status.
     pub answers: Vec<Answer>,
     pub statuses: BTreeMap<u16, usize>,
+    /// The ids the load was told were created (each once): what must not be lost.
+    pub created: Vec<i64>,
 }
 
 /// Once `load` is running (20 answers of 201), stops `postgres` (`mode`:
@@ -204,7 +208,8 @@ pub struct Outage {
 /// `recovery`, until the service is ready and the load has had a successful
 /// `write` and `read` (answer labels) again; keeps the load on a little longer,
 /// then stops it and checks its answers: each a 200, a 201 or a 503 envelope
-/// within `max_latency`, and each asked after recovery a success.
+/// within `max_latency`, each asked after recovery a success, and no id created
+/// twice.
 ///
 /// # Panics
 /// When any of that does not happen in time.
@@ -263,6 +268,7 @@ pub async fn database_outage_under_load(
         ready_failed_after,
         first_success_after,
         recovered_after: whole.unwrap_or_default(),
+        created: created_ids(&answers),
         answers,
         statuses,
     }

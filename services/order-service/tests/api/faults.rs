@@ -129,7 +129,7 @@ async fn order_database_going_away_under_load_is_503_then_recovers_within_5s_los
         REQUEST_TIMEOUT + SLACK,
     )
     .await;
-    let ids = created_ids(&outage.answers);
+    let ids = &outage.created;
     let stored: HashSet<i64> = stored_orders(&url).await.iter().map(|o| o.id).collect();
     let lost: Vec<_> = ids.iter().filter(|id| !stored.contains(id)).collect();
     assert!(lost.is_empty(), "acknowledged orders lost: {lost:?}");

@@ -72,10 +72,9 @@ async fn postgres_going_away_under_load_is_503_then_recovers_within_5s_losing_no
         REQUEST_TIMEOUT + SLACK,
     )
     .await;
-    let ids = created_ids(&outage.answers);
     assert_eq!(
-        stored(&url, &ids).await,
-        ids.len(),
+        stored(&url, &outage.created).await,
+        outage.created.len(),
         "an acknowledged user was lost"
     );
     let slowest = outage
@@ -88,7 +87,7 @@ async fn postgres_going_away_under_load_is_503_then_recovers_within_5s_losing_no
         "FIGURES postgres_away: answers {:?}, created {}, ready failed {:?} after stop, \
          down for {:?}, first 2xx {:?} and full recovery {:?} after restart, slowest answer {slowest:?}",
         outage.statuses,
-        ids.len(),
+        outage.created.len(),
         outage.ready_failed_after,
         outage.up - outage.down,
         outage.first_success_after,
