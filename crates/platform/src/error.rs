@@ -334,8 +334,8 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let headers = response.headers_mut();
     // Room for what the layers add on the way out (length, request id, CORS'
     // `vary`, `traceparent`, rate-limit headers) in one allocation: built by
-    // axum's tuple, the map started with room for one header and grew three
-    // times on every answer (counted with callgrind).
+    // axum's tuple, the map started with room for one header and grew as the
+    // layers added theirs, on every answer (counted with callgrind).
     headers.reserve(RESPONSE_HEADERS);
     headers.insert(
         header::CONTENT_TYPE,
