@@ -43,11 +43,13 @@ pub use propagation::{
 pub struct OtelLayer {
     traces:
         Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>,
-    sampling: RequestSampling,
+    /// What `traces` takes, for the sampling filter.
+    traced: Targets,
+    sampler: Sampler,
 }
 
 /// The registry with the tracing layer and the requests' sampling.
-pub type TracedRegistry = Layered<
+pub(crate) type TracedRegistry = Layered<
     RequestSampling,
     Layered<
         Filtered<tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>, Targets, Registry>,
@@ -60,13 +62,7 @@ impl OtelLayer {
     pub(crate) fn over_registry(self, logged: Option<LevelFilter>) -> TracedRegistry {
         tracing_subscriber::registry()
             .with(self.traces)
-            .with(self.sampling.logged_down_to(logged))
-    }
-}
-
-impl std::fmt::Debug for OtelLayer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OtelLayer")
+            .with(RequestSampling::new(self.traced, logged, self.sampler))
     }
 }
 
@@ -290,6 +286,7 @@ pub fn layer(
         )
         .build();
     let tracer = provider.tracer("platform");
+    let traced = targets();
     // Source locations, thread names and busy/idle times would add attributes
     // to every span; the span names and fields already say where it was.
     // Nothing reads OpenTelemetry's current context (spans find their parent
@@ -303,12 +300,12 @@ pub fn layer(
         .with_level(false)
         .with_target(false)
         .with_context_activation(false)
-        .with_filter(targets());
-    let sampling = RequestSampling::new(targets(), settings.sampling.sampler());
+        .with_filter(traced.clone());
     Ok(Some((
         OtelLayer {
             traces: layer,
-            sampling,
+            traced,
+            sampler: settings.sampling.sampler(),
         },
         Tracing { provider },
     )))

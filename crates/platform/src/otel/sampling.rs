@@ -8,10 +8,9 @@
 //! `traceparent` and the calls it makes (so the services it calls drop the
 //! trace too); and no debug-level span the traces would take (client calls,
 //! statements) is made inside it ([`RequestSampling`] is also a global
-//! filter). Counted
-//! with callgrind, building, entering, timing and ending spans that were never
-//! going to be exported was most of tracing's cost per request at a sampling
-//! ratio of 0.1.
+//! filter). Counted with callgrind, building, entering, timing and ending
+//! spans that were never going to be exported was most of tracing's cost per
+//! request at a sampling ratio of 0.1.
 
 use std::cell::Cell;
 
@@ -91,21 +90,14 @@ pub struct RequestSampling {
 }
 
 impl RequestSampling {
-    /// `traced`: what the OpenTelemetry layer takes.
-    pub(super) fn new(traced: Targets, sampler: Sampler) -> Self {
+    /// `traced`: what the OpenTelemetry layer takes; `logged`: the most
+    /// detailed level the logs take (`None`: unknown, so any).
+    pub(super) fn new(traced: Targets, logged: Option<LevelFilter>, sampler: Sampler) -> Self {
         Self {
             traced,
-            logged: LevelFilter::TRACE,
+            logged: logged.unwrap_or(LevelFilter::TRACE),
             sampler,
             ids: RandomIdGenerator::default(),
-        }
-    }
-
-    /// Tells it the most detailed level the logs take (`None`: unknown).
-    pub(super) fn logged_down_to(self, logged: Option<LevelFilter>) -> Self {
-        Self {
-            logged: logged.unwrap_or(LevelFilter::TRACE),
-            ..self
         }
     }
 
