@@ -149,13 +149,24 @@ impl Bus {
     }
 
     /// Publishes one event (its JSON as written to the outbox) and waits until
-    /// the bus has it: JetStream's acknowledgement, or every in-process handler.
-    /// The event id is the `Nats-Msg-Id`, so a republished event is stored once;
-    /// the current span's trace context goes in the `traceparent` header.
+    /// the bus has it: [`Bus::send`], then [`Sent::confirmed`].
     ///
     /// # Errors
     /// When it was not taken; the relay tries again.
     pub async fn publish(&self, subject: &str, event_id: &str, json: &str) -> anyhow::Result<()> {
+        self.send(subject, event_id, json).await?.confirmed().await
+    }
+
+    /// Hands one event (its JSON as written to the outbox) to the bus without
+    /// waiting for the bus to confirm it, so that several can be in flight on
+    /// the connection: JetStream stores a connection's messages in the order
+    /// they were sent. The event id is the `Nats-Msg-Id`, so a republished event
+    /// is stored once; the current span's trace context goes in the
+    /// `traceparent` header. In-process, the handlers run here.
+    ///
+    /// # Errors
+    /// When the bus refuses it at once (the connection is gone, a handler failed).
+    pub async fn send(&self, subject: &str, event_id: &str, json: &str) -> anyhow::Result<Sent> {
         match self {
             Self::Nats(nats) => {
                 let mut headers = async_nats::HeaderMap::new();
@@ -164,13 +175,16 @@ impl Bus {
                 if let Some(traceparent) = crate::otel::traceparent(&tracing::Span::current()) {
                     headers.insert(crate::otel::propagation::TRACEPARENT, traceparent.as_str());
                 }
-                nats.context
+                let ack = nats
+                    .context
                     .publish_with_headers(nats.subject(subject), headers, json.to_owned().into())
-                    .await?
                     .await?;
-                Ok(())
+                Ok(Sent::Nats(ack))
             }
-            Self::InProcess(bus) => bus.deliver(subject, json).await,
+            Self::InProcess(bus) => {
+                bus.deliver(subject, json).await?;
+                Ok(Sent::Delivered)
+            }
         }
     }
 
@@ -179,6 +193,30 @@ impl Bus {
             Self::Nats(_) => "NATS JetStream",
             Self::InProcess(_) => "in-process (no NATS_URL)",
         }
+    }
+}
+
+/// An event the bus has been handed ([`Bus::send`]) and may not have
+/// confirmed yet.
+#[must_use = "an event is published only once confirmed"]
+pub enum Sent {
+    /// JetStream's acknowledgement, still to come.
+    Nats(jetstream::context::PublishAckFuture),
+    /// Every in-process handler has run.
+    Delivered,
+}
+
+impl Sent {
+    /// Waits until the bus has the event (JetStream stored it).
+    ///
+    /// # Errors
+    /// When JetStream refused it or did not answer in time: it may or may not
+    /// be stored, and is published again (a duplicate is dropped by its id).
+    pub async fn confirmed(self) -> anyhow::Result<()> {
+        if let Self::Nats(ack) = self {
+            ack.await?;
+        }
+        Ok(())
     }
 }
 

@@ -160,7 +160,24 @@ pub struct Pending {
     pub trace_context: Option<String>,
 }
 
+/// What an event is about, as its JSON names it: the unit whose events must
+/// reach the bus in the order they were written.
+#[derive(Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+pub struct Aggregate<'a> {
+    #[serde(borrow)]
+    resource_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    resource_id: std::borrow::Cow<'a, str>,
+}
+
 impl Pending {
+    /// The event's aggregate; `None` for JSON that does not name one (the
+    /// relay then treats the event as sharing an aggregate with every other
+    /// such event, which keeps their order).
+    pub fn aggregate(&self) -> Option<Aggregate<'_>> {
+        serde_json::from_str(&self.event).ok()
+    }
+
     fn from_row(row: &Row) -> Result<Self, DbError> {
         Ok(Self {
             seq: row.get("seq")?,

@@ -4,10 +4,12 @@
 //!
 //! Several replicas may share one PostgreSQL database: a pass runs only while
 //! holding a transaction-scoped advisory lock, so one replica relays at a time
-//! and the order of events (per aggregate and overall) is the order of commit
-//! sequence numbers. On SQLite (one process per file) no lock is needed, and the
-//! marks are written outside a transaction so writers are never held up.
+//! and the order of events is the order of commit sequence numbers: per
+//! aggregate always, overall while nothing fails (see [`wave_len`]). On
+//! SQLite (one process per file) no lock is needed, and the marks are written
+//! outside a transaction so writers are never held up.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use prometheus::{Gauge, IntCounter, IntGauge};
@@ -193,21 +195,23 @@ async fn publish_batch(connection: &mut Connection, bus: &Bus) -> Outcome {
             };
         }
     };
-    // Published in order, one at a time (each waits for JetStream's
-    // acknowledgement, so a failure leaves nothing after it published), and
-    // marked together at the end: one statement per batch, not per event.
+    // Published in order, in waves ([`wave_len`]); a failure ends the pass
+    // after its wave, so nothing of the failed event's aggregate goes out
+    // before it. Marked together at the end: one statement per batch.
     let mut published = Vec::with_capacity(batch.len());
     let mut failed = None;
-    for pending in batch {
-        if let Err(err) = bus
-            .publish(&pending.subject, &pending.event_id, &pending.event)
-            .instrument(super::trace::publish_span(&pending))
-            .await
-        {
-            failed = Some((pending.seq, err));
-            break;
+    let mut rest = batch.as_slice();
+    while failed.is_none() && !rest.is_empty() {
+        let (wave, after) = rest.split_at(wave_len(rest));
+        rest = after;
+        for (pending, result) in wave.iter().zip(publish_wave(bus, wave).await) {
+            match result {
+                Ok(()) => published.push(pending.seq),
+                Err(err) => {
+                    failed.get_or_insert((pending.seq, err));
+                }
+            }
         }
-        published.push(pending.seq);
     }
     if let Err(err) = outbox::mark_published(connection, &published).await {
         // Published but not marked: they go out again, and the bus (or the
@@ -223,6 +227,47 @@ async fn publish_batch(connection: &mut Connection, bus: &Bus) -> Outcome {
     }
 }
 
+/// How many of `batch`'s first events may be in flight together: up to the
+/// first whose aggregate is already among them. Within a wave every event is
+/// about another aggregate, so if one fails and a later one is stored, no
+/// aggregate's events are reordered: the failed event's successors in its
+/// aggregate are in later waves, which wait for the next pass.
+fn wave_len(batch: &[outbox::Pending]) -> usize {
+    let mut aggregates = HashSet::with_capacity(batch.len());
+    batch
+        .iter()
+        .take_while(|pending| aggregates.insert(pending.aggregate()))
+        .count()
+}
+
+/// Sends a wave's events one after the other without waiting, then waits for
+/// each confirmation: one round trip to the bus for the wave rather than one
+/// per event. What could not be sent is not in the answer (it waits for the
+/// next pass).
+async fn publish_wave(bus: &Bus, wave: &[outbox::Pending]) -> Vec<anyhow::Result<()>> {
+    let mut sent = Vec::with_capacity(wave.len());
+    for pending in wave {
+        let span = super::trace::publish_span(pending);
+        let handed = bus
+            .send(&pending.subject, &pending.event_id, &pending.event)
+            .instrument(span.clone())
+            .await;
+        let refused = handed.is_err();
+        sent.push((handed, span));
+        if refused {
+            break;
+        }
+    }
+    let mut confirmed = Vec::with_capacity(sent.len());
+    for (handed, span) in sent {
+        confirmed.push(match handed {
+            Ok(sent) => sent.confirmed().instrument(span).await,
+            Err(err) => Err(err),
+        });
+    }
+    confirmed
+}
+
 async fn finish(db: &Database, outcome: Outcome) -> anyhow::Result<usize> {
     match outcome.failed {
         None => Ok(outcome.published),
@@ -232,5 +277,53 @@ async fn finish(db: &Database, outcome: Outcome) -> anyhow::Result<usize> {
             }
             Err(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(seq: i64, event: &str) -> outbox::Pending {
+        outbox::Pending {
+            seq,
+            event_id: format!("e{seq}"),
+            subject: "events.users.updated".to_owned(),
+            event: event.to_owned(),
+            trace_context: None,
+        }
+    }
+
+    fn about(seq: i64, resource_type: &str, resource_id: &str) -> outbox::Pending {
+        pending(
+            seq,
+            &format!(
+                r#"{{"id":"e{seq}","resource_type":"{resource_type}","resource_id":"{resource_id}","payload":{{"id":1}}}}"#
+            ),
+        )
+    }
+
+    #[test]
+    fn a_wave_ends_before_the_second_event_of_an_aggregate() {
+        let batch = [
+            about(1, "user", "7"),
+            about(2, "order", "7"),
+            about(3, "user", "8"),
+            about(4, "user", "7"),
+            about(5, "user", "9"),
+        ];
+        assert_eq!(wave_len(&batch), 3);
+        assert_eq!(wave_len(&batch[3..]), 2);
+    }
+
+    #[test]
+    fn events_whose_aggregate_cannot_be_read_are_never_in_flight_together() {
+        let batch = [
+            pending(1, "not json"),
+            about(2, "user", "1"),
+            pending(3, r#"{"resource_type":"user"}"#),
+        ];
+        assert_eq!(wave_len(&batch), 2);
+        assert_eq!(wave_len(&batch[2..]), 1);
     }
 }
