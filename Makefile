@@ -11,7 +11,7 @@ COMPOSE ?= $(shell if $(DOCKER) compose version >/dev/null 2>&1; then echo "$(DO
 
 .DEFAULT_GOAL := help
 .PHONY: help build run run-user run-order run-audit dev-user dev-order dev-audit test test-user test-order test-audit \
-	lint format vet api-test bench bench-smoke bench-scale bench-scale-smoke soak soak-smoke deps install-tools secrets docker-build docker-up docker-down docker-clean \
+	lint format vet api-test bench bench-smoke bench-cpu bench-scale bench-scale-smoke soak soak-smoke deps install-tools secrets docker-build docker-up docker-down docker-clean \
 	validate-ops clean require-docker require-compose require-bacon require-clippy \
 	require-rustfmt
 
@@ -80,6 +80,10 @@ bench: ## Benchmarks on PostgreSQL and SQLite, ratios to pgbench, and tracing's 
 bench-smoke: ## A few seconds per benchmark scenario, so the harness cannot rot (in CI)
 	bash bench/run.sh --smoke
 	BENCH_SKIP_BUILD=1 bash bench/tracing.sh --smoke
+	BENCH_SKIP_BUILD=1 bash bench/cpu_split.sh --smoke
+
+bench-cpu: ## Where a POST user's CPU goes: microseconds per request by process (bench/cpu_split.sh)
+	bash bench/cpu_split.sh
 
 bench-scale: ## Lists, search and counts at 10k and 1M rows, ratios (bench/scale.sh; seeds millions)
 	bash bench/scale.sh
