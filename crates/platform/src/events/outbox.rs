@@ -163,7 +163,7 @@ pub struct Pending {
 /// What an event is about, as its JSON names it: the unit whose events must
 /// reach the bus in the order they were written.
 #[derive(Debug, PartialEq, Eq, Hash, serde::Deserialize)]
-pub struct Aggregate<'a> {
+pub(super) struct Aggregate<'a> {
     #[serde(borrow)]
     resource_type: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
@@ -174,7 +174,7 @@ impl Pending {
     /// The event's aggregate; `None` for JSON that does not name one (the
     /// relay then treats the event as sharing an aggregate with every other
     /// such event, which keeps their order).
-    pub fn aggregate(&self) -> Option<Aggregate<'_>> {
+    pub(super) fn aggregate(&self) -> Option<Aggregate<'_>> {
         serde_json::from_str(&self.event).ok()
     }
 
