@@ -33,22 +33,19 @@ NATS_SERVER=${BENCH_NATS:-127.0.0.1:4222}
 NATS_PID=$(pgrep -x nats-server | head -n 1) || die "no nats-server runs on this machine"
 build_dist_binaries "$ROOT" "${BENCH_SKIP_BUILD:-0}"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/cpu-split.XXXXXX")
-setup_identity "$WORK"
-RUN_ID=cpu_split_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+RUN_ID=cpu_split_$(random_hex) WORK=
 PIDS=()
 cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    local rc=$?
+    stop_processes "${PIDS[@]}"
     wait 2>/dev/null || true
-    for db in "${RUN_ID}_users" "${RUN_ID}_audit"; do
-        psql -qX -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" postgres >/dev/null 2>&1 || true
-    done
+    drop_databases "${RUN_ID}_users" "${RUN_ID}_audit"
     py nats-delete-stream "$NATS_SERVER" "${RUN_ID^^}" || log "could not delete stream ${RUN_ID^^}"
     rm -rf "$WORK"
     exit "$rc"
 }
 trap cleanup EXIT
+make_run_dir cpu-split
 
 for db in "${RUN_ID}_users" "${RUN_ID}_audit"; do
     psql -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" postgres >/dev/null

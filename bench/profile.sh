@@ -30,7 +30,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 command -v valgrind >/dev/null || die "valgrind is required (apt-get install -y valgrind)"
 (cd "$ROOT" && cargo build --profile "$PROFILE" -q -p user-service ${FEATURES:+--features "$FEATURES"})
 WORK=$(mktemp -d)
-DB=profile_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+DB=profile_$(random_hex)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 psql -qh 127.0.0.1 -U postgres -c "CREATE DATABASE $DB" >/dev/null
 EVENTS=()

@@ -129,9 +129,8 @@ BUILD_SECONDS=$((SECONDS - build_start))
 # ---------------------------------------------------------------------------
 # state and cleanup
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
-setup_identity "$WORK"
-DB_PREFIX=bench_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+make_run_dir bench
+DB_PREFIX=bench_$(random_hex)
 declare -A PIDS=()  # service key (user-service@postgres) -> pid
 declare -A PEAK=()  # service key -> highest VmHWM seen (KiB)
 declare -A URLS=()  # service key -> base URL

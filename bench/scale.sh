@@ -60,9 +60,8 @@ OUT_BASE=$RESULTS_DIR/$STAMP-scale
 
 build_dist_binaries "$ROOT" "${BENCH_SKIP_BUILD:-0}"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/scale.XXXXXX")
-setup_identity "$WORK"
-DB_PREFIX=scale_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+make_run_dir scale
+DB_PREFIX=scale_$(random_hex)
 declare -A PIDS=() URLS=()
 DBS=()
 

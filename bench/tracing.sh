@@ -46,17 +46,14 @@ else
     USER_BIN=$target/$PROFILE/user-service ORDER_BIN=$target/$PROFILE/order-service
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-tracing.XXXXXX")
-setup_identity "$WORK"
-DB=bench_tracing_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+make_run_dir bench-tracing
+DB=bench_tracing_$(random_hex)
 PIDS=()
 cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    local rc=$?
+    stop_processes "${PIDS[@]}"
     sleep 0.5
-    for db in "${DB}_users" "${DB}_orders"; do
-        psql -qX -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" postgres >/dev/null 2>&1 || true
-    done
+    drop_databases "${DB}_users" "${DB}_orders"
     rm -rf "$WORK"
     exit "$rc"
 }

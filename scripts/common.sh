@@ -46,6 +46,31 @@ build_dist_binaries() {
     [[ -x $USER_BIN && -x $ORDER_BIN && -x $AUDIT_BIN ]] || die "dist binaries not found under $target/dist"
 }
 
+# make_run_dir NAME: a fresh working directory for one run in WORK, holding the
+# run's signing key and secrets (setup_identity).
+make_run_dir() {
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    setup_identity "$WORK"
+}
+
+# stop_processes PID...: asks each to stop (TERM); those already gone are skipped.
+stop_processes() {
+    local pid
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+}
+
+# random_hex: eight hex digits, to name one run's databases and streams.
+random_hex() { od -An -N4 -tx4 /dev/urandom | tr -d ' \n'; }
+
+# drop_databases NAME...: drops a run's databases, closing their sessions; quiet,
+# as it runs on the way out.
+drop_databases() {
+    local db
+    for db in "$@"; do
+        psql -qX -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" postgres >/dev/null 2>&1 || true
+    done
+}
+
 # setup_identity WORK: a signing key and client secrets for the services of one
 # bench or soak run (no default secret exists), as VAR=value words in AUTH_ENV
 # to pass to each service. Tokens live long enough for the whole run.

@@ -59,7 +59,7 @@ psql -qAtc 'select 1' postgres >/dev/null 2>&1 || die "PostgreSQL is not answeri
 build_dist_binaries "$ROOT" "${SOAK_SKIP_BUILD:-0}"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/soak.XXXXXX")
-PREFIX=soak_$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')
+PREFIX=soak_$(random_hex)
 UDB=${PREFIX}_users ODB=${PREFIX}_orders
 declare -A PID=()
 WRK_PIDS=()
