@@ -25,6 +25,8 @@ use crate::app::BackgroundTask;
 
 /// How long JetStream waits for an acknowledgement before delivering again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long a stopping consumer waits for its acknowledgements to go out.
+const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(1);
 /// A handler's failure: the event comes back after this.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The most events handed to a handler at once.
@@ -114,11 +116,17 @@ async fn consume(
     let mut backoff = Backoff::new();
     loop {
         let result = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => Ok(()),
             result = consume_once(&nats, durable, filter, &handler, &shutdown) => result,
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => {
+                // Acknowledgements wait in the client's buffer: sent before the
+                // process exits, their events are not delivered again after a restart.
+                let client = nats.context.client();
+                let _ = tokio::time::timeout(FLUSH_ON_SHUTDOWN, client.flush()).await;
+                return;
+            }
             Err(err) => {
                 tracing::warn!(durable, error = %format!("{err:#}"), "event consumer interrupted; resuming");
                 if backoff.sleep_or_stop(&shutdown).await {

@@ -86,7 +86,9 @@ backend_tests! {
         let mut audit = AuditService::start_with(backend, &stream.vars()).await;
         let first = event("user.created", "anonymous", ("user", "1"), at(0, 0), json!({}));
         publish(&nats, &first).await;
-        assert!(wait_stored(&audit, 1.0).await, "the durable consumer exists and is caught up");
+        assert!(wait_stored(&audit, 1.0).await, "the durable consumer exists and stored it");
+        // Stored comes before acknowledged: stopping in between would leave it pending.
+        assert_eq!(lag_of(&stream, 0).await, 0, "the durable consumer is caught up");
         audit.stop().await;
         let missed: Vec<Event> = (1..=5)
             .map(|i| event("order.created", "1", ("order", &i.to_string()), at(1, i), json!({"n": i})))
