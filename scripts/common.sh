@@ -1,5 +1,6 @@
 # Sourced by the bench and soak scripts (bench/run.sh, bench/scale.sh,
-# bench/tracing.sh, scripts/soak.sh), right after they find ROOT.
+# bench/tracing.sh, bench/cpu_split.sh, bench/profile.sh, scripts/soak.sh),
+# right after they find ROOT.
 
 # start_script TAG HELP_LINES ARGS...: the preamble every one of them shares:
 # log and die (lines tagged TAG, on stderr), py (bench/bench.py), BENCH, the
