@@ -38,7 +38,7 @@ PIDS=()
 cleanup() {
     local rc=$?
     stop_processes "${PIDS[@]}"
-    wait 2>/dev/null || true
+    sleep 0.5
     drop_databases "${RUN_ID}_users" "${RUN_ID}_audit"
     py nats-delete-stream "$NATS_SERVER" "${RUN_ID^^}" || log "could not delete stream ${RUN_ID^^}"
     rm -rf "$WORK"
@@ -51,29 +51,32 @@ for db in "${RUN_ID}_users" "${RUN_ID}_audit"; do
     psql -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\"" postgres >/dev/null
 done
 EVENTS=("NATS_URL=nats://$NATS_SERVER" "NATS_STREAM=${RUN_ID^^}" "NATS_SUBJECT_PREFIX=$RUN_ID")
-launch() { # prefix port binary VAR=value...
-    local prefix=$1 port=$2 bin=$3
-    shift 3
-    env -i PATH="$PATH" HOME="${HOME:-/root}" "${AUTH_ENV[@]}" "${EVENTS[@]}" "$@" \
+# launch PREFIX BINARY VAR=value...: starts a service on a free port with only
+# these variables (bench.py launch: spawned, then waited for until ready); sets
+# LAUNCHED_PID and LAUNCHED_URL.
+launch() {
+    local prefix=$1 bin=$2 port out ms
+    shift 2
+    port=$(py free-port)
+    out=$(env -i PATH="$PATH" HOME="${HOME:-/root}" "${AUTH_ENV[@]}" "${EVENTS[@]}" "$@" \
         "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" "${prefix}_RATE_LIMIT=0" \
-        "${prefix}_LOG_LEVEL=info" "$bin" >"$WORK/$prefix.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 200); do
-        curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null && return
-        sleep 0.05
-    done
-    die "$bin did not get ready (log: $WORK/$prefix.log)"
+        "${prefix}_LOG_LEVEL=info" python3 "$BENCH/bench.py" launch --log "$WORK/$prefix.log" \
+        --cwd "$WORK" --url "http://127.0.0.1:$port/health/ready" --timeout 30 -- "$bin") ||
+        die "$bin did not get ready (log: $WORK/$prefix.log)"
+    read -r LAUNCHED_PID ms <<<"$out"
+    PIDS+=("$LAUNCHED_PID")
+    LAUNCHED_URL=http://127.0.0.1:$port
+    log "$prefix ready in $ms ms"
 }
-launch USER_SERVICE 18181 "$USER_BIN" "USER_SERVICE_DATABASE_URL=postgres://$PGUSER@127.0.0.1:$PGPORT/${RUN_ID}_users"
-USER_PID=${PIDS[0]}
-launch AUDIT_LOG_SERVICE 18183 "$AUDIT_BIN" \
+launch USER_SERVICE "$USER_BIN" "USER_SERVICE_DATABASE_URL=postgres://$PGUSER@127.0.0.1:$PGPORT/${RUN_ID}_users"
+USER_PID=$LAUNCHED_PID URL=$LAUNCHED_URL
+launch AUDIT_LOG_SERVICE "$AUDIT_BIN" \
     "AUDIT_LOG_SERVICE_DATABASE_URL=postgres://$PGUSER@127.0.0.1:$PGPORT/${RUN_ID}_audit" \
-    "AUDIT_LOG_SERVICE_USER_SERVICE_URL=http://127.0.0.1:18181"
-AUDIT_PID=${PIDS[1]}
-BENCH_TOKEN=$(admin_token http://127.0.0.1:18181) || die "no admin token from user-service"
+    "AUDIT_LOG_SERVICE_USER_SERVICE_URL=$URL"
+AUDIT_PID=$LAUNCHED_PID
+BENCH_TOKEN=$(admin_token "$URL") || die "no admin token from user-service"
 export BENCH_TOKEN
 
-URL=http://127.0.0.1:18181
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH/lua/post_user.lua" "$URL" -- "$RUN_ID" w >/dev/null
 
 ticks() { # pid... -> their user + system clock ticks, summed
