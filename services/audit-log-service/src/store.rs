@@ -86,7 +86,7 @@ fn to_json(event: &Event, value: &impl serde::Serialize) -> Result<String, DbErr
 /// The entry of this event id.
 #[tracing::instrument(level = "debug", skip(db))]
 pub async fn find(db: &Database, id: Uuid) -> Result<AuditLog, AuditError> {
-    match db.query_opt(&FIND, &[&id.to_string()]).await? {
+    match db.lookup(&FIND, &[&id.to_string()]).await? {
         Some(row) => Ok(AuditLog::from_row(&row)?),
         None => Err(AuditError::NotFound(id)),
     }

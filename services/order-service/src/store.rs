@@ -113,7 +113,7 @@ pub async fn insert(
 /// The live order with this id.
 #[tracing::instrument(level = "debug", skip(db))]
 pub async fn find(db: &Database, id: i64) -> Result<Order, OrderError> {
-    match db.query_opt(&FIND, &[&id]).await? {
+    match db.lookup(&FIND, &[&id]).await? {
         Some(row) => Ok(Order::from_row(&row)?),
         None => Err(OrderError::NotFound(id)),
     }

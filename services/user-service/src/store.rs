@@ -103,7 +103,7 @@ pub async fn insert(
 /// The live user with this id.
 #[tracing::instrument(level = "debug", skip(db))]
 pub async fn find(db: &Database, id: i64) -> Result<User, UserError> {
-    match db.query_opt(&FIND, &[&id]).await? {
+    match db.lookup(&FIND, &[&id]).await? {
         Some(row) => Ok(User::from_row(&row)?),
         None => Err(UserError::NotFound(id)),
     }
@@ -116,7 +116,7 @@ pub async fn find_credentials(
     email: &Email,
 ) -> Result<Option<Credentials>, UserError> {
     let email: &String = email;
-    let Some(row) = db.query_opt(FIND_CREDENTIALS, &[&email]).await? else {
+    let Some(row) = db.lookup(FIND_CREDENTIALS, &[&email]).await? else {
         return Ok(None);
     };
     Ok(Some(Credentials {
@@ -130,7 +130,7 @@ pub async fn find_credentials(
 /// The password hash of a live user (`None` inside when it has none).
 #[tracing::instrument(level = "debug", skip(db))]
 pub async fn find_password_hash(db: &Database, id: i64) -> Result<Option<String>, UserError> {
-    match db.query_opt(FIND_PASSWORD_HASH, &[&id]).await? {
+    match db.lookup(FIND_PASSWORD_HASH, &[&id]).await? {
         Some(row) => Ok(row.get("password_hash")?),
         None => Err(UserError::NotFound(id)),
     }

@@ -392,7 +392,7 @@ impl Drop for DiscardUnlessKept {
     }
 }
 
-fn postgres_params<'a>(params: &'a [&'a dyn SqlParam]) -> Vec<&'a (dyn ToSql + Sync)> {
+pub(super) fn postgres_params<'a>(params: &'a [&'a dyn SqlParam]) -> Vec<&'a (dyn ToSql + Sync)> {
     params.iter().map(|p| p.as_postgres()).collect()
 }
 

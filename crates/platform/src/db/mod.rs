@@ -3,7 +3,9 @@
 //!
 //! PostgreSQL goes through tokio-postgres with a deadpool pool: every statement is
 //! prepared once per connection and cached, and a checkout costs no round trip
-//! (a connection whose socket died is noticed as closed and replaced). We moved off
+//! (a connection whose socket died is noticed as closed and replaced). Lookups
+//! of one row by its key skip the pool: they are pipelined over a few shared
+//! connections ([`Database::lookup`]). We moved off
 //! sqlx for PostgreSQL because its pool pings the server on every release (and,
 //! by default, on every acquire): three round trips per one-query request, which
 //! capped GET throughput at a seventh of what PostgreSQL serves (docs/BENCHMARKS.md).
@@ -18,10 +20,13 @@
 
 mod connection;
 mod error;
+mod lookups;
 mod migrations;
 mod postgres_migrate;
 mod settings;
 mod trace;
+
+use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +36,11 @@ use sqlx::sqlite::{SqliteArguments, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Arguments, Sqlite};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{FromSql, ToSql};
+use tracing::Instrument;
+
+use connection::postgres_params;
+use lookups::SharedClients;
+use trace::statement_span;
 
 pub use connection::{Connection, Transaction};
 pub use error::DbError;
@@ -47,8 +57,17 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
 /// A service's database: a pool on either backend. Cheap to clone.
 #[derive(Clone)]
 pub enum Database {
-    Postgres(Pool),
+    Postgres(Postgres),
     Sqlite(SqlitePool),
+}
+
+/// PostgreSQL: the pool for transactions and whatever may scan, and the shared
+/// connections for lookups (none when `<PREFIX>_DATABASE_SHARED_CONNECTIONS` is 0:
+/// then lookups check out of the pool too).
+#[derive(Clone)]
+pub struct Postgres {
+    pub pool: Pool,
+    lookups: Option<Arc<SharedClients>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -133,7 +152,7 @@ impl Database {
     /// See [`DbError`]: the pool could not give one in time.
     pub async fn connection(&self) -> Result<Connection, DbError> {
         Ok(match self {
-            Self::Postgres(pool) => Connection::Postgres(pool.get().await?.into()),
+            Self::Postgres(pg) => Connection::Postgres(pg.pool.get().await?.into()),
             Self::Sqlite(pool) => Connection::Sqlite(pool.acquire().await?),
         })
     }
@@ -166,6 +185,33 @@ impl Database {
         self.connection().await?.query_opt(sql, params).await
     }
 
+    /// The row a key finds, if any: for a statement that reads at most one row
+    /// through a unique index. On PostgreSQL it runs on a shared connection,
+    /// pipelined with the other lookups of the moment, and never waits for the
+    /// pool. A statement that may scan belongs in [`Database::query_opt`]: one
+    /// server process answers a shared connection's statements in order, so a
+    /// slow one would hold up every lookup behind it.
+    ///
+    /// # Errors
+    /// See [`DbError`].
+    pub async fn lookup(
+        &self,
+        sql: &str,
+        params: &[&dyn SqlParam],
+    ) -> Result<Option<Row>, DbError> {
+        match self {
+            Self::Postgres(Postgres {
+                lookups: Some(lookups),
+                ..
+            }) => lookups
+                .query_opt(sql, &postgres_params(params))
+                .instrument(statement_span("postgresql", sql))
+                .await
+                .map(|row| row.map(Row::Postgres)),
+            _ => self.query_opt(sql, params).await,
+        }
+    }
+
     /// Exactly one row (an aggregate, an `INSERT … RETURNING`).
     ///
     /// # Errors
@@ -185,7 +231,12 @@ impl Database {
     /// Closes every pooled connection (at shutdown).
     pub async fn close(&self) {
         match self {
-            Self::Postgres(pool) => pool.close(),
+            Self::Postgres(pg) => {
+                pg.pool.close();
+                if let Some(lookups) = &pg.lookups {
+                    lookups.close();
+                }
+            }
             Self::Sqlite(pool) => pool.close().await,
         }
     }
@@ -277,7 +328,7 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> Database {
             let mut config = config.clone();
             config.connect_timeout(settings.acquire_timeout);
             let manager = Manager::from_config(
-                config,
+                config.clone(),
                 NoTls,
                 // Fast: a checkout only looks at whether the socket is still open, no
                 // round trip. After a database restart the old connections are closed
@@ -286,16 +337,22 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> Database {
                     recycling_method: RecyclingMethod::Fast,
                 },
             );
-            Database::Postgres(
-                Pool::builder(manager)
-                    .max_size(settings.max_connections as usize)
-                    .runtime(Runtime::Tokio1)
-                    .wait_timeout(Some(settings.acquire_timeout))
-                    .create_timeout(Some(settings.acquire_timeout))
-                    .recycle_timeout(Some(settings.acquire_timeout))
-                    .build()
-                    .expect("a pool with a runtime and a size builds"),
-            )
+            let pool = Pool::builder(manager)
+                .max_size(settings.max_connections as usize)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(settings.acquire_timeout))
+                .create_timeout(Some(settings.acquire_timeout))
+                .recycle_timeout(Some(settings.acquire_timeout))
+                .build()
+                .expect("a pool with a runtime and a size builds");
+            let lookups = (settings.shared_connections > 0).then(|| {
+                Arc::new(SharedClients::new(
+                    config,
+                    settings.shared_connections as usize,
+                    settings.acquire_timeout,
+                ))
+            });
+            Database::Postgres(Postgres { pool, lookups })
         }
         DatabaseTarget::Sqlite(options) => Database::Sqlite(
             SqlitePoolOptions::new()

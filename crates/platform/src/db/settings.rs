@@ -42,6 +42,9 @@ impl DatabaseTarget {
 pub struct DatabaseSettings {
     pub target: DatabaseTarget,
     pub max_connections: u32,
+    /// PostgreSQL connections shared by every lookup, beside the pool (0: lookups
+    /// use the pool).
+    pub shared_connections: u32,
     /// How long a request waits for a pooled connection before it gets a 503.
     pub acquire_timeout: Duration,
     /// How long start-up keeps retrying an unreachable database before giving up.
@@ -56,7 +59,8 @@ impl DatabaseSettings {
     /// Backend rule: `PREFIX_DATABASE_URL` wins; else any `PREFIX_DB_*` part selects
     /// PostgreSQL with the contract's defaults; else an SQLite file under `./data/`.
     /// Pool: `PREFIX_DATABASE_MAX_CONNECTIONS`, `PREFIX_DATABASE_ACQUIRE_TIMEOUT_MS`,
-    /// `PREFIX_DATABASE_STARTUP_TIMEOUT` (seconds).
+    /// `PREFIX_DATABASE_STARTUP_TIMEOUT` (seconds); `PREFIX_DATABASE_SHARED_CONNECTIONS`
+    /// (PostgreSQL's lookups, see [`Database::lookup`](super::Database::lookup)).
     pub fn from_env(
         env: &Env<'_>,
         default_db_name: &str,
@@ -91,6 +95,7 @@ impl DatabaseSettings {
         Ok(Self {
             target,
             max_connections,
+            shared_connections: env.parse_or("DATABASE_SHARED_CONNECTIONS", 1)?,
             acquire_timeout: env.millis_or("DATABASE_ACQUIRE_TIMEOUT_MS", 3000)?,
             startup_timeout: env.seconds_or("DATABASE_STARTUP_TIMEOUT", 30)?,
         })
@@ -199,6 +204,15 @@ mod tests {
         )])
         .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn one_shared_connection_serves_lookups_unless_set_otherwise() {
+        assert_eq!(settings(&[]).unwrap().shared_connections, 1);
+        let s = settings(&[("USER_SERVICE_DATABASE_SHARED_CONNECTIONS", "0")]).unwrap();
+        assert_eq!(s.shared_connections, 0);
+        let err = settings(&[("USER_SERVICE_DATABASE_SHARED_CONNECTIONS", "-1")]).unwrap_err();
+        assert_eq!(err.variable, "USER_SERVICE_DATABASE_SHARED_CONNECTIONS");
     }
 
     #[test]

@@ -226,19 +226,63 @@ backend_tests! {
             ("USER_SERVICE_DATABASE_ACQUIRE_TIMEOUT_MS", "200"),
         ]).await;
         let user = app.create_user("pool@example.com", "Pool Tester", 30).await;
+        let path = format!("/api/v1/users/{}", user["id"]);
         // Hold the only connection, as a stuck request would.
-        let held = match backend {
-            Backend::Sqlite | Backend::Postgres => match &app.db {
-                Database::Sqlite(pool) => Held::Sqlite(pool.acquire().await.unwrap()),
-                Database::Postgres(pool) => Held::Postgres(pool.get().await.unwrap()),
-            },
+        let held = match &app.db {
+            Database::Sqlite(pool) => Held::Sqlite(pool.acquire().await.unwrap()),
+            Database::Postgres(pg) => Held::Postgres(pg.pool.get().await.unwrap()),
         };
-        let response = app.get(&format!("/api/v1/users/{}", user["id"])).await;
-        response.assert_error(503, "SERVICE_UNAVAILABLE");
+        let update = json!({"name": "Pool Waiter"});
+        app.put_json(&path, &update).await.assert_error(503, "SERVICE_UNAVAILABLE");
         assert_eq!(app.get("/health").await.status, StatusCode::SERVICE_UNAVAILABLE);
+        // A lookup by id needs no pooled connection on PostgreSQL: it runs on the
+        // shared one. On SQLite it waits for the pool like everything else.
+        let lookup = app.get(&path).await;
+        match backend {
+            Backend::Postgres => assert_eq!(lookup.status, StatusCode::OK),
+            Backend::Sqlite => {
+                lookup.assert_error(503, "SERVICE_UNAVAILABLE");
+            }
+        }
         drop(held);
-        assert_eq!(app.get(&format!("/api/v1/users/{}", user["id"])).await.status, StatusCode::OK);
+        assert_eq!(app.get(&path).await.status, StatusCode::OK);
+        assert_eq!(app.put_json(&path, &update).await.status, StatusCode::OK);
     }
+}
+
+/// A lookup on a shared connection that PostgreSQL has ended, sent before the
+/// client noticed, runs again on a new connection instead of failing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lookup_on_a_shared_connection_the_server_ended_runs_again_on_a_new_one() {
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let db = platform::db::connect_lazy(&config_with(&database.url, &[]).database);
+    const PID: &str = "SELECT pg_backend_pid() AS pid";
+    let pid = |row: Option<platform::db::Row>| row.unwrap().get::<i32>("pid").unwrap();
+    let first = pid(db.lookup(PID, &[]).await.unwrap());
+    // Ended (and waited for) from another thread while this runtime's only thread
+    // waits too: the shared client's connection task cannot notice before the
+    // next lookup goes out on it.
+    let url = database.url.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let admin = platform::testing::connect(&url).await;
+            let ended = admin
+                .query_one("SELECT pg_terminate_backend($1, 5000) AS ended", &[&first])
+                .await
+                .unwrap();
+            assert!(ended.get::<bool>("ended").unwrap());
+            admin.close().await;
+        });
+    })
+    .join()
+    .unwrap();
+    let second = pid(db.lookup(PID, &[]).await.expect("the lookup runs again"));
+    assert_ne!(first, second, "a new connection answers");
+    db.close().await;
 }
 
 enum Held {
