@@ -27,7 +27,6 @@ mod settings;
 mod trace;
 
 use std::sync::Arc;
-
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
