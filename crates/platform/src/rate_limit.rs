@@ -224,7 +224,7 @@ impl RateLimiter {
     /// A 429 that says when the bucket has a token again, by the buckets' own
     /// clock. Not `DefaultClock::default()`: quanta's `Clock::new` runs CPUID to
     /// check for a usable TSC, and under a hypervisor every CPUID is a VM exit
-    /// (taken on every request, it cost a GET a fifth of its throughput here).
+    /// (taken on every request, it cost a GET nearly a third of its throughput here).
     fn refusal(&self, not_until: &NotUntil<QuantaInstant>) -> ApiError {
         rate_limited(not_until.wait_time_from(self.buckets.clock().now()))
     }
