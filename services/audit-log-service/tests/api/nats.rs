@@ -39,9 +39,15 @@ async fn wait_stored(audit: &AuditService, count: f64) -> bool {
     .is_some()
 }
 
-/// What the lag gauge reads for the service's durable consumer on `stream`,
-/// once it has read anything (it starts at -1 here, never a real value).
+/// What the lag gauge reads for the service's durable consumer on `stream`
+/// once the reading is `wanted` (or after 30 s).
 async fn lag_of(stream: &TestStream, wanted: i64) -> i64 {
+    lag_once(stream, |lag| lag == wanted).await
+}
+
+/// The lag once `done` accepts the reading (or after 30 s). The gauge starts at
+/// -1 here, never a real value, so the first reading is NATS's.
+async fn lag_once(stream: &TestStream, done: impl Fn(i64) -> bool) -> i64 {
     let lag = IntGauge::new("lag", "test").expect("gauge");
     lag.set(-1);
     let stop = CancellationToken::new();
@@ -51,7 +57,7 @@ async fn lag_of(stream: &TestStream, wanted: i64) -> i64 {
         lag.clone(),
         stop.clone(),
     ));
-    poll_until(Duration::from_secs(30), || async { lag.get() == wanted }).await;
+    poll_until(Duration::from_secs(30), || async { done(lag.get()) }).await;
     stop.cancel();
     let _ = watcher.await;
     lag.get()
@@ -96,7 +102,11 @@ backend_tests! {
         for event in &missed {
             publish(&nats, event).await;
         }
-        assert_eq!(lag_of(&stream, 5).await, 5, "five events wait for the stopped consumer");
+        // At least five: a pull request the stopped consumer left open on the server
+        // can take some of them and have them redelivered, and JetStream's counts can
+        // then show one both pending and unacknowledged (CI saw 6 twice, never fewer).
+        let waiting = lag_once(&stream, |lag| lag >= 5).await;
+        assert!(waiting >= 5, "five events wait for the stopped consumer: lag {waiting}");
         let audit = audit.restart().await;
         assert!(wait_stored(&audit, 5.0).await, "{}", audit.metrics().await);
         let mut expected: Vec<String> = missed.iter().rev().map(|e| e.id.to_string()).collect();
