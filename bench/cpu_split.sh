@@ -52,16 +52,13 @@ for db in "${RUN_ID}_users" "${RUN_ID}_audit"; do
 done
 EVENTS=("NATS_URL=nats://$NATS_SERVER" "NATS_STREAM=${RUN_ID^^}" "NATS_SUBJECT_PREFIX=$RUN_ID")
 # launch PREFIX BINARY VAR=value...: starts a service on a free port with only
-# these variables (bench.py launch: spawned, then waited for until ready); sets
-# LAUNCHED_PID and LAUNCHED_URL.
+# these variables (launch_service); sets LAUNCHED_PID and LAUNCHED_URL.
 launch() {
     local prefix=$1 bin=$2 port out ms
     shift 2
     port=$(py free-port)
-    out=$(env -i PATH="$PATH" HOME="${HOME:-/root}" "${AUTH_ENV[@]}" "${EVENTS[@]}" "$@" \
-        "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" "${prefix}_RATE_LIMIT=0" \
-        "${prefix}_LOG_LEVEL=info" python3 "$BENCH/bench.py" launch --log "$WORK/$prefix.log" \
-        --cwd "$WORK" --url "http://127.0.0.1:$port/health/ready" --timeout 30 -- "$bin") ||
+    out=$(launch_service "$WORK/$prefix.log" "$port" 30 "$bin" "${AUTH_ENV[@]}" "${EVENTS[@]}" "$@" \
+        "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" "${prefix}_RATE_LIMIT=0" "${prefix}_LOG_LEVEL=info") ||
         die "$bin did not get ready (log: $WORK/$prefix.log)"
     read -r LAUNCHED_PID ms <<<"$out"
     PIDS+=("$LAUNCHED_PID")

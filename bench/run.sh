@@ -252,9 +252,7 @@ create_database() { # name
 start_service() {
     local key=$1 port=$2 bin=$3 out pid ms idle
     shift 3
-    if ! out=$(env -i PATH="$PATH" HOME="${HOME:-/root}" "$@" \
-        python3 "$BENCH/bench.py" launch --log "$WORK/r$RUN-$key.log" --cwd "$WORK" \
-        --url "http://127.0.0.1:$port/health/ready" --timeout 60 -- "$bin"); then
+    if ! out=$(launch_service "$WORK/r$RUN-$key.log" "$port" 60 "$bin" "$@"); then
         die "$key failed to start (log: r$RUN-$key.log)"
     fi
     read -r pid ms <<<"$out"

@@ -98,11 +98,9 @@ start_service() {
     local key=$1 bin=$2 prefix=$3 url=$4 port out
     shift 4
     port=$(py free-port)
-    out=$(env -i PATH="$PATH" HOME="${HOME:-/root}" "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" \
+    out=$(launch_service "$WORK/$key.log" "$port" 600 "$bin" "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" \
         "${prefix}_DATABASE_URL=$url" "${prefix}_RATE_LIMIT=0" "${prefix}_LOG_LEVEL=warn" \
-        "${prefix}_SHUTDOWN_TIMEOUT=5" "${AUTH_ENV[@]}" "$@" \
-        python3 "$BENCH/bench.py" launch --log "$WORK/$key.log" --cwd "$WORK" \
-        --url "http://127.0.0.1:$port/health/ready" --timeout 600 -- "$bin") ||
+        "${prefix}_SHUTDOWN_TIMEOUT=5" "${AUTH_ENV[@]}" "$@") ||
         die "$key failed to start (log below)"
     PIDS[$key]=${out%% *}
     URLS[$key]=http://127.0.0.1:$port

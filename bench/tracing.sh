@@ -77,11 +77,9 @@ otel_env() {
 start() {
     local bin=$1 prefix=$2 port=$3 db=$4 out
     shift 4
-    out=$(env -i PATH="$PATH" HOME="${HOME:-/root}" "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" \
+    out=$(launch_service "$WORK/$prefix.log" "$port" 60 "$bin" "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" \
         "${prefix}_DATABASE_URL=$PG_URL_BASE/$db" "${prefix}_RATE_LIMIT=0" "${prefix}_LOG_LEVEL=info" \
-        "${prefix}_SHUTDOWN_TIMEOUT=5" "${AUTH_ENV[@]}" "$@" \
-        python3 "$BENCH/bench.py" launch --log "$WORK/$prefix.log" --cwd "$WORK" \
-        --url "http://127.0.0.1:$port/health/ready" --timeout 60 -- "$bin") || die "$prefix did not start"
+        "${prefix}_SHUTDOWN_TIMEOUT=5" "${AUTH_ENV[@]}" "$@") || die "$prefix did not start"
     echo "${out%% *}"
 }
 

@@ -54,6 +54,17 @@ make_run_dir() {
     setup_identity "$WORK"
 }
 
+# launch_service LOG PORT TIMEOUT BINARY [VAR=value...]: spawns BINARY in WORK with
+# only these variables (plus PATH and HOME), its output in LOG, and waits until
+# http://127.0.0.1:PORT/health/ready answers (bench.py launch); prints "pid ms".
+# Fails when the process exits first or is not ready within TIMEOUT seconds.
+launch_service() {
+    local log=$1 port=$2 timeout=$3 bin=$4
+    shift 4
+    env -i PATH="$PATH" HOME="${HOME:-/root}" "$@" python3 "$ROOT/bench/bench.py" launch \
+        --log "$log" --cwd "$WORK" --url "http://127.0.0.1:$port/health/ready" --timeout "$timeout" -- "$bin"
+}
+
 # stop_processes PID...: asks each to stop (TERM); those already gone are skipped.
 stop_processes() {
     local pid

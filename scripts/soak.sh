@@ -168,11 +168,9 @@ start_service() { # name binary VAR=value... (sets PID[name] and URL[name])
     port=$(py free-port)
     local prefix=${name^^}
     prefix=${prefix//-/_}
-    out=$(env -i PATH="$PATH" HOME="${HOME:-/root}" "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" \
+    out=$(launch_service "$WORK/$name.log" "$port" 60 "$bin" "${prefix}_HOST=127.0.0.1" "${prefix}_PORT=$port" \
         "${prefix}_RATE_LIMIT=0" "${prefix}_LOG_LEVEL=warn" "${prefix}_SHUTDOWN_TIMEOUT=5" \
-        "${prefix}_DATABASE_MAX_CONNECTIONS=$POOL" "$@" \
-        python3 "$ROOT/bench/bench.py" launch --log "$WORK/$name.log" --cwd "$WORK" \
-        --url "http://127.0.0.1:$port/health/ready" --timeout 60 -- "$bin") ||
+        "${prefix}_DATABASE_MAX_CONNECTIONS=$POOL" "$@") ||
         die "$name failed to start"
     PID[$name]=${out%% *}
     URL[$name]=http://127.0.0.1:$port
