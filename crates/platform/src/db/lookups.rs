@@ -11,15 +11,16 @@
 //! in order, and a slow statement there would hold up every lookup behind it.
 //!
 //! Hand-written because a pool hands a connection to one task at a time; what is
-//! added here is keeping a shared client connected and its statements prepared.
+//! added here is keeping a shared client connected. Its statements are prepared
+//! once and cached by deadpool's `ClientWrapper`, as the pool's connections are.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{NoTls, Row};
 
 use super::DbError;
 
@@ -36,14 +37,9 @@ pub(super) struct SharedClients {
 
 #[derive(Default)]
 struct Slot {
-    current: Mutex<Option<Arc<SharedClient>>>,
+    current: Mutex<Option<Arc<ClientWrapper>>>,
     /// Held while connecting, so that one lookup connects and the others wait for it.
     connecting: tokio::sync::Mutex<()>,
-}
-
-struct SharedClient {
-    client: Client,
-    statements: Mutex<HashMap<Box<str>, Statement>>,
 }
 
 impl SharedClients {
@@ -73,10 +69,11 @@ impl SharedClients {
     ) -> Result<Option<Row>, DbError> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let shared = self.client(slot).await?;
-        match shared.query_opt(sql, params).await.map_err(DbError::from) {
+        match query_opt(&shared, sql, params).await.map_err(DbError::from) {
             Err(DbError::Unavailable(_)) => {
                 slot.discard(&shared);
-                Ok(self.client(slot).await?.query_opt(sql, params).await?)
+                let fresh = self.client(slot).await?;
+                Ok(query_opt(&fresh, sql, params).await?)
             }
             result => result,
         }
@@ -91,7 +88,7 @@ impl SharedClients {
         }
     }
 
-    async fn client(&self, slot: &Slot) -> Result<Arc<SharedClient>, DbError> {
+    async fn client(&self, slot: &Slot) -> Result<Arc<ClientWrapper>, DbError> {
         if let Some(shared) = slot.live() {
             return Ok(shared);
         }
@@ -100,7 +97,7 @@ impl SharedClients {
             .map_err(|_| DbError::Unavailable("timed out connecting to the database".into()))?
     }
 
-    async fn reconnect(&self, slot: &Slot) -> Result<Arc<SharedClient>, DbError> {
+    async fn reconnect(&self, slot: &Slot) -> Result<Arc<ClientWrapper>, DbError> {
         let _connecting = slot.connecting.lock().await;
         // Another lookup may have connected while this one waited.
         if let Some(shared) = slot.live() {
@@ -112,15 +109,13 @@ impl SharedClients {
             ));
         }
         let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
+        // The wrapper ends this task when the last lookup on it lets go.
+        let task = tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::warn!(error = %err, "a shared database connection ended");
             }
         });
-        let shared = Arc::new(SharedClient {
-            client,
-            statements: Mutex::default(),
-        });
+        let shared = Arc::new(ClientWrapper::new(client, task));
         *lock(&slot.current) = Some(Arc::clone(&shared));
         Ok(shared)
     }
@@ -128,15 +123,15 @@ impl SharedClients {
 
 impl Slot {
     /// The slot's client, unless it has none or its connection is gone.
-    fn live(&self) -> Option<Arc<SharedClient>> {
+    fn live(&self) -> Option<Arc<ClientWrapper>> {
         lock(&self.current)
             .as_ref()
-            .filter(|shared| !shared.client.is_closed())
+            .filter(|shared| !shared.is_closed())
             .cloned()
     }
 
     /// Forgets `broken` if it is still the slot's client, so the next lookup connects.
-    fn discard(&self, broken: &Arc<SharedClient>) {
+    fn discard(&self, broken: &Arc<ClientWrapper>) {
         let mut current = lock(&self.current);
         if current
             .as_ref()
@@ -147,30 +142,18 @@ impl Slot {
     }
 }
 
-impl SharedClient {
-    async fn query_opt(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
-        self.client.query_opt(&statement, params).await
-    }
-
-    /// The statement prepared on this client, preparing it on first use. Two
-    /// lookups that miss together both prepare it; the second one is kept.
-    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(statement) = lock(&self.statements).get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.client.prepare(sql).await?;
-        lock(&self.statements).insert(sql.into(), statement.clone());
-        Ok(statement)
-    }
+/// The first row of `sql` on `client`, its statement prepared once per client.
+async fn query_opt(
+    client: &ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_opt(&statement, params).await
 }
 
-/// No code here panics while holding these locks; were one to, the data is a
-/// cache that stays consistent, so it is used on.
+/// No code here panics while holding this lock; were one to, the slot holds a
+/// client or nothing, either of them usable, so it is used on.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
